@@ -1,0 +1,31 @@
+"""Shared fixtures: small networks, SB3 policies built in memory, and the bundled agents."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def nature_dqn_policy(n_actions: int = 4, seed: int = 0):
+    """An SB3 DQN CnnPolicy (NatureCNN + q_net) with random weights, built without an env."""
+    from stable_baselines3.dqn.policies import CnnPolicy
+
+    torch.manual_seed(seed)
+    space = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
+    return CnnPolicy(space, gym.spaces.Discrete(n_actions), lr_schedule=lambda _: 1e-4)
+
+
+@pytest.fixture
+def nature_chain():
+    """SB3's NatureCNN + Q head as an rlexplain Chain, float64, random weights and biases."""
+    from rlexplain.agents import build_networks
+
+    network, _ = build_networks(nature_dqn_policy(), "dqn")
+    return network.double()
