@@ -256,7 +256,10 @@ def _verify(policy: Any, algorithm: str, network: Chain, value_network: Chain | 
     shape = tuple(policy.observation_space.shape)
     raw = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(0)).float()
     expected, expected_value = _policy_outputs(policy, algorithm, raw)
-    pairs = [(network(raw / 255.0), expected, "action outputs")]
+    got = network(raw / 255.0)
+    if algorithm in ("ppo", "a2c"):  # SB3's Categorical keeps normalised logits (log-probabilities)
+        got = torch.log_softmax(got, -1)
+    pairs = [(got, expected, "action outputs")]
     if value_network is not None:
         pairs.append((value_network(raw / 255.0), expected_value, "value"))
     for got, want, what in pairs:

@@ -63,11 +63,27 @@ def save_checkpoint(model, path: str | Path, light: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     model.save(buffer)
-    if not light:
-        path.write_bytes(buffer.getvalue())
-        return path
-    tmp = path.with_suffix(".zip.part")
-    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+    _write_atomically(path, _strip(buffer.getvalue()) if light else buffer.getvalue())
+    return path
+
+
+def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write a light copy of the SB3 zip ``src`` to ``dst`` (see :func:`save_checkpoint`)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(dst, _strip(Path(src).read_bytes()))
+    return dst
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(payload)
+    tmp.replace(path)
+
+
+def _strip(zip_bytes: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for item in src.infolist():
             if item.filename == "policy.optimizer.pth":
                 continue
@@ -75,12 +91,11 @@ def save_checkpoint(model, path: str | Path, light: bool = False) -> Path:
             if item.filename == "policy.pth":
                 state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
                 state = {k: v for k, v in state.items() if not _is_target_key(k)}
-                out = io.BytesIO()
-                torch.save(state, out)
-                payload = out.getvalue()
+                buffer = io.BytesIO()
+                torch.save(state, buffer)
+                payload = buffer.getvalue()
             dst.writestr(item.filename, payload)
-    tmp.replace(path)
-    return path
+    return out.getvalue()
 
 
 def policy_observation_space(space):

@@ -35,6 +35,7 @@ def _register_ale() -> None:
     if not _registered:
         import ale_py
 
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner on every env
         gym.register_envs(ale_py)
         _registered = True
 

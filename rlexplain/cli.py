@@ -1,0 +1,146 @@
+"""The ``rlexplain`` command line: a thin layer over the Python API.
+
+    rlexplain record --env Breakout [--agent breakout-dqn@100k] [--max-steps 500] ...
+    rlexplain stats RUN_DIR
+    rlexplain compare --env Breakout [CKPT ...] [--out DIR]
+    rlexplain agents
+    rlexplain games
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rlexplain import envs
+from rlexplain.lrp.composites import METHODS
+
+
+def _record(args: argparse.Namespace) -> int:
+    from rlexplain.record import record
+
+    if args.env is None and args.agent is None:
+        raise ValueError("give --env (e.g. --env Breakout) or --agent")
+    result = record(args.env, args.agent, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
+                    composite=args.composite, action=args.action, deterministic=args.deterministic, fps=args.fps,
+                    gif=args.gif, out=args.out, force=args.force, show_frames=args.frames, boxes=args.boxes,
+                    video=not args.no_video, progress=not args.quiet, command=["rlexplain", *sys.argv[1:]])
+    s = result.summary
+    for e in s["episodes"]:
+        print(f"episode {e['episode']}: return {e['return']:g} in {e['length']} steps ({e.get('end', e['status'])})")
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from rlexplain.plots import plot_run, summary_table
+
+    out = plot_run(args.run_dir)
+    print(summary_table(args.run_dir))
+    print(f"plots: {out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rlexplain.compare import compare
+
+    result = compare(args.env, args.checkpoints or None, out=args.out, states=args.states, n_states=args.n_states,
+                     games=args.games, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
+                     reference=args.reference, force=args.force, progress=not args.quiet)
+    print(result.table())
+    print(f"report: {result.out / 'report.html'}")
+    return 0
+
+
+def _agents(args: argparse.Namespace) -> int:
+    from rlexplain.agents import bundled_agents_dir, list_bundled
+
+    agents = list_bundled()
+    if not agents:
+        print(f"no bundled agents in {bundled_agents_dir()}")
+    for agent in agents:
+        print(f"{agent['name']}  ({agent['algorithm']}, {agent['env_id']})")
+        for c in agent["checkpoints"]:
+            ret = "" if c["mean_return"] is None else f"return {c['mean_return']:.1f} over {c['games']} games " \
+                                                      f"(random {c['random_mean_return']:.1f})"
+            print(f"  @{c['timesteps']:<9d} {ret}")
+    return 0
+
+
+def _games(args: argparse.Namespace) -> int:
+    print(" ".join(envs.atari_games()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rlexplain", description="LRP for trained Atari RL agents (SB3, rl-zoo).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("record", help="play and record gameplay with LRP heatmaps and per-step statistics")
+    r.add_argument("--env", help="game name or NoFrameskip-v4 id (default: the agent's own game)")
+    r.add_argument("--agent", help="SB3 .zip, rl-zoo run folder, or bundled name (default: <game>-dqn)")
+    r.add_argument("--episodes", type=int, default=1, help="full games to play (default 1)")
+    r.add_argument("--max-steps", type=int, default=envs.MAX_EPISODE_STEPS, help="agent steps per game at most")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
+    r.add_argument("--action", default="chosen", help="chosen | all | contrastive | <action index or name>")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
+                   help="greedy actions (default)")
+    g.add_argument("--stochastic", dest="deterministic", action="store_false",
+                   help="sample the policy (PPO/A2C) or epsilon-greedy 0.01 (DQN)")
+    r.add_argument("--fps", type=int, default=15, help="video frame rate (15 = real time)")
+    r.add_argument("--gif", action="store_true", help="also write a GIF")
+    r.add_argument("--frames", action="store_true", help="show the four stacked input frames with their relevance")
+    r.add_argument("--boxes", action="store_true", help="outline the objects read from RAM")
+    r.add_argument("--no-video", action="store_true", help="statistics and maps only")
+    r.add_argument("--out", help="run folder (default runs/<Game>-<agent>-<time>/)")
+    r.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_record)
+
+    s = sub.add_parser("stats", help="plots and summary table of a recorded run, from its files")
+    s.add_argument("run_dir")
+    s.set_defaults(func=_stats)
+
+    c = sub.add_parser("compare", help="compare checkpoints on the same states")
+    c.add_argument("--env", default=None, help="game (default: the checkpoints' own)")
+    c.add_argument("checkpoints", nargs="*", help="checkpoint zips, folders of rl_model_*_steps.zip, rl-zoo runs "
+                                                  "(default: the bundled series of the game)")
+    c.add_argument("--out", help="output folder (default runs/compare-<Game>-<time>/)")
+    c.add_argument("--states", help="reuse a states.npz from an earlier comparison")
+    c.add_argument("--n-states", type=int, default=200, help="number of fixed states")
+    c.add_argument("--games", type=int, default=2, help="full games per checkpoint for its return")
+    c.add_argument("--max-steps", type=int, default=4000, help="agent steps per game at most")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
+    c.add_argument("--reference", help="checkpoint whose play collects the states (default: the last)")
+    c.add_argument("--force", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_compare)
+
+    a = sub.add_parser("agents", help="list the bundled agents")
+    a.set_defaults(func=_agents)
+    gm = sub.add_parser("games", help="list the ALE game names")
+    gm.set_defaults(func=_games)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("rlexplain: interrupted; everything written so far is kept", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError, TypeError) as exc:
+        # our errors are one line saying what was wrong and what would be right
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"rlexplain: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

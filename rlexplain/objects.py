@@ -1,0 +1,180 @@
+"""Named objects from the emulator's RAM, as boxes on the native screen and masks on the 84x84 input.
+
+Built in (RAM layouts as documented by OCAtari and AtariARI):
+
+* Breakout -- ``paddle`` (x = ram[72] - 47), ``ball`` (x = ram[99] - 49, y = ram[101] + 9; absent
+  until FIRE and between lives), ``bricks`` (a 6x18 bitmap packed in ram[0:36] the way the Atari
+  playfield registers are), ``hud`` (score, lives and player number at the top);
+* Pong -- ``player`` (right paddle, y = ram[51] - 13), ``enemy`` (left paddle, y = ram[50] - 15),
+  ``ball`` (x = ram[49] - 49, y = ram[54] - 14), ``hud`` (both scores).
+
+Other games use OCAtari's RAM extraction when the optional ``ocatari`` package is installed (its
+object classes become the categories); without it only grid regions are available.
+
+A box ``(x, y, w, h)`` in native 160x210 pixels covers the input pixels whose area-resampling
+footprint (SB3's ``WarpFrame`` uses ``cv2.INTER_AREA``) overlaps it. Each stacked frame gets the
+boxes of its own step, so relevance on the ball's previous positions counts for the ball.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlexplain.envs import NATIVE_HEIGHT, NATIVE_WIDTH, SCREEN_SIZE, game_name
+
+Box = tuple[float, float, float, float]
+Labelled = list[tuple[str, Box]]
+
+
+def box_to_input(box: Box, size: int = SCREEN_SIZE) -> tuple[slice, slice]:
+    """(rows, cols) slices of the input pixels a native box touches under area resampling."""
+    x, y, w, h = box
+    sx, sy = size / NATIVE_WIDTH, size / NATIVE_HEIGHT
+    c0, c1 = max(0, math.floor(x * sx)), min(size, math.ceil((x + w) * sx))
+    r0, r1 = max(0, math.floor(y * sy)), min(size, math.ceil((y + h) * sy))
+    return slice(r0, max(r0, r1)), slice(c0, max(c0, c1))
+
+
+class ObjectExtractor:
+    """Base class: categories, boxes from one RAM state, and masks for a stack of frames."""
+
+    categories: tuple[str, ...] = ()
+    source = "ram"
+
+    def boxes(self, ram: np.ndarray) -> Labelled:
+        """Labelled native-coordinate boxes present in this RAM state."""
+        raise NotImplementedError
+
+    def frame_masks(self, ram: np.ndarray, size: int = SCREEN_SIZE) -> dict[str, np.ndarray]:
+        """Category -> bool (size, size) mask of one RAM state's boxes on the input."""
+        key = (bytes(np.asarray(ram, dtype=np.uint8)), size)
+        cache = self.__dict__.setdefault("_mask_cache", {})
+        if key not in cache:
+            masks = {c: np.zeros((size, size), dtype=bool) for c in self.categories}
+            for label, box in self.boxes(ram):
+                rows, cols = box_to_input(box, size)
+                masks[label][rows, cols] = True
+            if len(cache) >= 16:  # consecutive steps share all but one of their stacked frames
+                cache.pop(next(iter(cache)))
+            cache[key] = masks
+        return cache[key]
+
+    def masks(self, history: Sequence[np.ndarray] | None, n_frames: int, size: int = SCREEN_SIZE) -> dict[str, np.ndarray]:
+        """Category -> bool (size, size, n_frames) masks; frame i uses the RAM of its own step.
+
+        :param history: RAM states of the last steps, oldest first, the newest belonging to the
+            newest stacked frame; missing older states (start of an episode, where the stack is
+            zero-filled) leave those frames' masks empty. None gives empty masks (for column lists).
+        """
+        masks = {c: np.zeros((size, size, n_frames), dtype=bool) for c in self.categories}
+        for i, ram in enumerate(list(history or [])[-n_frames:][::-1]):
+            for label, mask in self.frame_masks(ram, size).items():
+                masks[label][..., n_frames - 1 - i] = mask
+        return masks
+
+    def describe(self) -> dict:
+        return {"source": self.source, "extractor": type(self).__name__, "categories": list(self.categories)}
+
+
+class BreakoutObjects(ObjectExtractor):
+    """Breakout: paddle, ball, bricks, hud."""
+
+    categories = ("paddle", "ball", "bricks", "hud")
+    HUD: Labelled = [("hud", (36, 5, 44, 10)), ("hud", (100, 5, 12, 10)), ("hud", (136, 5, 4, 10))]
+    #: bit of each of the six playfield bytes per brick column, left to right (byte group, bit)
+    _COLUMNS = ([(5, 6)] + [(k, b) for k in (4, 3, 2, 1) for b in (0, 2, 4, 6)] + [(0, 0), (0, 2), (0, 4)])
+    _ORDER = (0, 4, 3, 2, 1, 5, 6, 7, 8, 11, 12, 16, 15, 14, 13, 17, 18, 19)
+
+    def bricks(self, ram: np.ndarray) -> np.ndarray:
+        """The 6x18 brick bitmap (row 0 at the top, y = 57; column 0 at x = 8)."""
+        return self._bricks(bytes(np.asarray(ram[:36], dtype=np.uint8)))
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _bricks(packed: bytes) -> np.ndarray:
+        groups = np.frombuffer(packed, dtype=np.uint8).reshape(6, 6)  # groups[k, j]: byte k of playfield row j
+        columns, order = BreakoutObjects._COLUMNS, BreakoutObjects._ORDER
+        bits = np.array([[(groups[k, j] >> b) & 1 for k, b in columns] for j in range(6)], dtype=bool)
+        return bits[::-1][:, list(order)]
+
+    def boxes(self, ram: np.ndarray) -> Labelled:
+        out: Labelled = [("paddle", (int(ram[72]) - 47, 189, 16, 4))]
+        if ram[101] != 0 and int(ram[101]) + 9 <= 196:
+            # the frame skip max-pools two frames: a 1-pixel margin keeps the ball's smear inside
+            out.append(("ball", (int(ram[99]) - 49 - 1, int(ram[101]) + 9 - 1, 4, 6)))
+        for r, c in zip(*np.nonzero(self.bricks(ram))):
+            out.append(("bricks", (8 + 8 * int(c), 57 + 6 * int(r), 8, 6)))
+        return out + self.HUD
+
+
+class PongObjects(ObjectExtractor):
+    """Pong: player (right paddle), enemy (left paddle), ball, hud."""
+
+    categories = ("player", "enemy", "ball", "hud")
+    HUD: Labelled = [("hud", (24, 1, 24, 20)), ("hud", (104, 1, 24, 20))]
+
+    @staticmethod
+    def _paddle(x: int, top: int) -> Box:
+        # paddles are clipped by the top (y 34) and bottom (y 194) walls
+        y0, y1 = max(top, 34), min(top + 15, 194)
+        return (x, y0, 4, max(y1 - y0, 0))
+
+    def boxes(self, ram: np.ndarray) -> Labelled:
+        out: Labelled = [("player", self._paddle(140, int(ram[51]) - 13))]
+        if ram[50] > 18:
+            out.append(("enemy", self._paddle(16, int(ram[50]) - 15)))
+        if ram[54] != 0:
+            out.append(("ball", (int(ram[49]) - 49 - 1, int(ram[54]) - 14 - 1, 4, 6)))
+        return out + self.HUD
+
+
+class OCAtariObjects(ObjectExtractor):
+    """Any game OCAtari's RAM extraction supports (needs the optional ``ocatari`` package).
+
+    Categories are OCAtari's object class names in lower case; HUD objects are grouped as ``hud``.
+    """
+
+    source = "ocatari-ram"
+
+    def __init__(self, game: str) -> None:
+        self.module = importlib.import_module(f"ocatari.ram.{game.lower()}")
+        init = next(getattr(self.module, n) for n in dir(self.module) if n.startswith("_init_objects"))
+        self._detect = next(getattr(self.module, n) for n in dir(self.module)
+                            if n.startswith("_detect_objects") and not n.endswith("_raw"))
+        self._objects = init(hud=True)
+        self.categories = tuple(dict.fromkeys(self._category(o) for o in self._objects))
+
+    @staticmethod
+    def _category(obj) -> str:
+        return "hud" if getattr(obj, "hud", False) else type(obj).__name__.lower()
+
+    def boxes(self, ram: np.ndarray) -> Labelled:
+        self._detect(self._objects, np.asarray(ram), hud=True)
+        out: Labelled = []
+        for obj in self._objects:
+            if obj is None:
+                continue
+            (x, y), (w, h) = obj.xy, obj.wh
+            label = self._category(obj)
+            if w > 0 and h > 0 and label in self.categories:
+                out.append((label, (x, y, w, h)))
+        return out
+
+
+BUILT_IN = {"Breakout": BreakoutObjects, "Pong": PongObjects}
+
+
+def extractor_for(env_id: str) -> ObjectExtractor | None:
+    """The object extractor for a game: built in, else OCAtari's if installed, else None (grid regions only)."""
+    game = game_name(env_id)
+    if game in BUILT_IN:
+        return BUILT_IN[game]()
+    try:
+        return OCAtariObjects(game)
+    except (ImportError, StopIteration, AttributeError):
+        return None

@@ -1,0 +1,174 @@
+"""Plots and a summary table of a run, from its saved files only (``steps.csv``, ``summary.json``, ``maps/``).
+
+``plot_run(run_dir)`` writes into ``<run>/plots/``:
+
+``shares_episode_<k>.png``        object (or grid-row) shares of positive relevance over time, with lost
+                                  lives (dashed) and rewards (dots) marked
+``mean_heatmap_episode_<k>.png``  the mean relevance over the episode on a representative frame (the one
+                                  whose own map correlates best with the mean)
+``shares_per_action.png``         mean shares per chosen action
+``summary_table.md``              per-episode return and length, mean shares and densities
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rlexplain import render
+
+
+def read_steps(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """``steps.csv`` as columns: numeric columns as float arrays (empty cells NaN), others as str arrays."""
+    path = Path(run_dir) / "steps.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        try:
+            out[key] = np.array([float(v) if v != "" else np.nan for v in values])
+        except ValueError:
+            out[key] = np.array(values)
+    return out
+
+
+def _categories(columns: dict[str, np.ndarray]) -> list[str]:
+    return [k[len("share_"):] for k in columns if k.startswith("share_")]
+
+
+def _grid_rows(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Shares per grid row (top to bottom), for games without object categories."""
+    rows: dict[str, np.ndarray] = {}
+    for key, values in columns.items():
+        if key.startswith("grid_share_"):
+            r = int(key.split("_")[2])
+            rows[f"grid row {r}"] = rows.get(f"grid row {r}", 0) + np.nan_to_num(values)
+    return rows
+
+
+def plot_run(run_dir: str | Path) -> Path:
+    """Write the plots and summary table of a run; returns the ``plots/`` folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    columns = read_steps(run_dir)
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    if not columns:
+        (out / "summary_table.md").write_text("no steps recorded\n")
+        return out
+    categories = _categories(columns)
+    series = {c: columns[f"share_{c}"] for c in categories} if categories else _grid_rows(columns)
+    for episode in np.unique(columns["episode"]).astype(int):
+        sel = columns["episode"] == episode
+        steps = columns["step"][sel]
+        fig, ax = plt.subplots(figsize=(10, 4))
+        for name, values in series.items():
+            ax.plot(steps, _smooth(values[sel]), label=name, lw=1.2)
+        lives = columns["lives"][sel]
+        for s in steps[1:][np.diff(lives) < 0]:
+            ax.axvline(s, color="k", ls="--", lw=0.8, alpha=0.6)
+        rewarded = steps[columns["reward"][sel] > 0]
+        ax.plot(rewarded, np.full(len(rewarded), -0.03), "o", ms=2.5, color="tab:green", label="reward")
+        ax.set(xlabel="agent step", ylabel="share of positive relevance (smoothed over 15 steps)",
+               title=f"{summary.get('agent', {}).get('name')} on {summary.get('game')}, episode {episode} "
+                     f"({summary.get('composite')})", ylim=(-0.06, 1.0))
+        ax.legend(loc="upper right", fontsize=8, ncol=3)
+        fig.tight_layout()
+        fig.savefig(out / f"shares_episode_{episode}.png", dpi=100)
+        plt.close(fig)
+        _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png", plt)
+    _per_action(columns, series, out / "shares_per_action.png", plt)
+    (out / "summary_table.md").write_text(summary_table(run_dir, columns, summary))
+    return out
+
+
+def _smooth(values: np.ndarray, window: int = 15) -> np.ndarray:
+    v = np.nan_to_num(values.astype(np.float64))
+    if len(v) < window:
+        return v
+    kernel = np.ones(window)
+    return np.convolve(v, kernel, mode="same") / np.convolve(np.ones_like(v), kernel, mode="same")
+
+
+def _mean_heatmap(run_dir: Path, episode: int, path: Path, plt) -> None:
+    from rlexplain.record import load_maps
+
+    try:
+        maps = load_maps(run_dir, episode)
+    except FileNotFoundError:
+        return
+    rel = maps["relevance"].astype(np.float32)
+    if rel.ndim == 5:  # action "all": explain the chosen actions' maps? use the mean over actions
+        rel = rel.mean(1)
+    per_step = rel.sum(-1)
+    mean = per_step.mean(0)
+    flat = per_step.reshape(len(per_step), -1)
+    centred = flat - flat.mean(1, keepdims=True)
+    m = mean.ravel() - mean.mean()
+    corr = centred @ m / (np.linalg.norm(centred, axis=1) * np.linalg.norm(m) + 1e-12)
+    best = int(np.argmax(corr))
+    frame = maps["frames"][best]
+    scale = render.robust_max(mean) or 1.0
+    image = render.overlay(frame, render.to_native(mean), scale)
+    fig, ax = plt.subplots(figsize=(4, 5.5))
+    ax.imshow(image)
+    ax.set_title(f"mean relevance, episode {episode}\non step {int(maps['step'][best])} (r={corr[best]:.2f})",
+                 fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], path: Path, plt) -> None:
+    names = columns["action_name"]
+    actions = list(dict.fromkeys(names.tolist()))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(actions) * max(1, len(series)) / 3), 4))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        means = [np.nanmean(values[names == a]) if np.any(names == a) else np.nan for a in actions]
+        ax.bar(np.arange(len(actions)) + i * width, means, width, label=name)
+    counts = [int((names == a).sum()) for a in actions]
+    ax.set_xticks(np.arange(len(actions)) + 0.4 - width / 2, [f"{a}\n(n={n})" for a, n in zip(actions, counts)])
+    ax.set(ylabel="mean share of positive relevance", title="attention per chosen action")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(run_dir: Path, columns: dict[str, np.ndarray] | None = None, summary: dict | None = None) -> str:
+    """A Markdown table: episodes (return, length, lives lost), then mean share and density per category."""
+    columns = columns if columns is not None else read_steps(run_dir)
+    summary = summary if summary is not None else json.loads((Path(run_dir) / "summary.json").read_text())
+    lines = [f"# {summary.get('agent', {}).get('name')} on {summary.get('env_id')} ({summary.get('composite')}, "
+             f"status {summary.get('status')})", "", "| episode | return | length | lives lost | end |",
+             "|---:|---:|---:|---:|---|"]
+    for e in summary.get("episodes", []):
+        lines.append(f"| {e['episode']} | {e['return']:g} | {e['length']} | {e.get('lives_lost', '')} | "
+                     f"{e.get('end', e.get('status', ''))} |")
+    categories = _categories(columns)
+    if categories:
+        lines += ["", "| category | mean share | mean density (share / area) |", "|---|---:|---:|"]
+        for c in categories:
+            density = columns.get(f"density_{c}")
+            d = f"{np.nanmean(density):.3f}" if density is not None and np.any(~np.isnan(density)) else ""
+            lines.append(f"| {c} | {np.nanmean(columns[f'share_{c}']):.3f} | {d} |")
+    frames = [k for k in columns if k.startswith("frame_share_")]
+    if frames:
+        lines += ["", "| stacked frame (0 = oldest) | mean share |", "|---|---:|"]
+        lines += [f"| {k[-1]} | {np.nanmean(columns[k]):.3f} |" for k in frames]
+    lines += ["", f"mean entropy {np.nanmean(columns['entropy']):.3f}; centre of mass (row, col) "
+                  f"({np.nanmean(columns['com_row']):.1f}, {np.nanmean(columns['com_col']):.1f}) on the 84x84 input"]
+    return "\n".join(lines) + "\n"

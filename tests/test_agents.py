@@ -1,0 +1,227 @@
+"""Env factory, checkpoint loading (SB3 zips, light saves, numpy-1 pickles, rl-zoo folders), and their errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rlexplain
+from rlexplain import envs
+from rlexplain.agents import AgentError, list_bundled, load_agent, resolve_bundled
+from rlexplain.checkpoints import load_model, save_checkpoint, steps_from_name
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_env_factory_yields_stacked_uint8_observations_of_sb3_shape():
+    env = envs.make_env("Breakout", seed=0)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+    assert not obs[..., :3].any(), "after reset the older frames are zero, as in SB3's VecFrameStack"
+    obs, *_ = env.step(1)
+    assert obs.shape == (84, 84, 4)
+
+
+def test_env_factory_matches_sb3_vec_env_observations():
+    single = envs.make_env("Breakout", full_games=False, max_episode_steps=None)
+    vec = envs.make_vec_env("Breakout", 1, seed=3)
+    vec_obs = vec.reset()
+    single_obs, _ = single.reset(seed=3)
+    np.testing.assert_array_equal(single_obs, vec_obs[0])
+    for action in [1, 2, 2, 3, 0, 1]:
+        single_obs, *_ = single.step(action)
+        vec_obs, *_ = vec.step(np.array([action]))
+        np.testing.assert_array_equal(single_obs, vec_obs[0])
+
+
+def test_game_names_resolve_and_unknown_games_list_close_matches():
+    assert envs.resolve_env_id("Breakout") == "BreakoutNoFrameskip-v4"
+    assert envs.resolve_env_id("pong") == "PongNoFrameskip-v4"
+    assert envs.resolve_env_id("BreakoutNoFrameskip-v4") == "BreakoutNoFrameskip-v4"
+    with pytest.raises(ValueError, match="unknown Atari game 'Breakot': did you mean Breakout"):
+        envs.resolve_env_id("Breakot")
+    with pytest.raises(ValueError, match="skips frames itself"):
+        envs.resolve_env_id("ALE/Breakout-v5")
+
+
+def test_full_games_are_capped_at_27000_agent_steps():
+    env = envs.make_env("Breakout")
+    assert env.spec is None or True
+    limits = []
+    e = env
+    while hasattr(e, "env"):
+        if isinstance(e, __import__("gymnasium").wrappers.TimeLimit):
+            limits.append(e._max_episode_steps)
+        e = e.env
+    assert envs.MAX_EPISODE_STEPS in limits
+
+
+@pytest.mark.parametrize("checkpoint", [c["path"] for a in list_bundled() for c in a["checkpoints"]])
+def test_each_bundled_checkpoint_loads_and_acts(checkpoint):
+    agent = load_agent(checkpoint)
+    env = agent.make_env(seed=0)
+    obs, _ = env.reset(seed=0)
+    action = agent.act(obs)
+    assert 0 <= action < agent.n_actions
+    assert agent.algorithm == "dqn" and agent.env_id == "BreakoutNoFrameskip-v4"
+    assert agent.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    assert agent.timesteps == steps_from_name(checkpoint)
+
+
+def test_bundled_names_resolve_to_final_and_nearest_checkpoints():
+    series = list_bundled()[0]["checkpoints"]
+    assert resolve_bundled("breakout-dqn") == Path(series[-1]["path"])
+    nearest = min(series, key=lambda c: abs(c["timesteps"] - 100_000))
+    assert resolve_bundled("breakout-dqn@100k") == Path(nearest["path"])
+
+
+def test_bundled_final_checkpoint_card_reports_more_than_random_play():
+    final = list_bundled()[0]["checkpoints"][-1]
+    assert final["games"] >= 10
+    assert final["mean_return"] > final["random_mean_return"]
+
+
+def _fake_atari_env():
+    import gymnasium as gym
+
+    class Fake(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8)
+        action_space = gym.spaces.Discrete(4)
+
+        def reset(self, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    return Fake()
+
+
+def _small_model(algo: str):
+    from stable_baselines3 import DQN, PPO
+
+    kwargs = dict(policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)), device="cpu", seed=0)
+    if algo == "dqn":
+        return DQN("CnnPolicy", _fake_atari_env(), buffer_size=10, **kwargs)
+    return PPO("CnnPolicy", _fake_atari_env(), n_steps=8, batch_size=8, **kwargs)
+
+
+@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+@pytest.mark.parametrize("light", [False, True])
+def test_model_saved_by_current_sb3_round_trips(tmp_path, algo, light):
+    model = _small_model(algo)
+    path = save_checkpoint(model, tmp_path / "rl_model_1234_steps.zip", light=light)
+    agent = load_agent(path, env="Breakout")
+    obs = np.random.default_rng(0).integers(0, 256, (3, 84, 84, 4), dtype=np.uint8)
+    with torch.no_grad():
+        raw = torch.as_tensor(obs).permute(0, 3, 1, 2).float()
+        expected = model.policy.q_net(raw) if algo == "dqn" else model.policy.get_distribution(raw).distribution.logits
+    outputs = torch.as_tensor(agent.outputs(obs))
+    if algo == "ppo":  # SB3's Categorical stores normalised logits
+        outputs = torch.log_softmax(outputs, -1)
+    np.testing.assert_allclose(outputs.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert agent.algorithm == algo and agent.timesteps == 1234
+    assert (agent.value_network is None) == (algo == "dqn")
+
+
+def test_light_checkpoint_is_smaller_and_restores_the_target_network(tmp_path):
+    model = _small_model("dqn")
+    full = save_checkpoint(model, tmp_path / "full.zip")
+    light = save_checkpoint(model, tmp_path / "light.zip", light=True)
+    assert light.stat().st_size < 0.5 * full.stat().st_size
+    restored = load_model(light, env=None, algo="dqn", observation_space=_fake_atari_env().observation_space,
+                          action_space=_fake_atari_env().action_space)
+    for online, target in zip(restored.policy.q_net.parameters(), restored.policy.q_net_target.parameters()):
+        assert torch.equal(online, target)
+
+
+def test_fixture_saved_under_numpy_1_loads_under_numpy_2():
+    meta = json.loads((FIXTURES / "dqn_numpy1.json").read_text())
+    assert meta["numpy"].startswith("1.")
+    agent = load_agent(FIXTURES / "dqn_numpy1.zip", env="Breakout")
+    obs = (np.arange(84 * 84 * 4).reshape(84, 84, 4) * 7 % 256).astype(np.uint8)
+    np.testing.assert_allclose(agent.outputs(obs)[0], meta["q_values"], rtol=1e-5)
+
+
+def _with_unreadable_pickles(src: Path, dst: Path) -> None:
+    """Copy an SB3 zip, replacing its pickled spaces and schedules by ones naming a missing module
+    (what a zip written under another numpy looks like: ``No module named 'numpy._core.numeric'``)."""
+    blob = b"cnumpy._core_that_does_not_exist.numeric\nMissing\n."  # pickle: GLOBAL module name, STOP
+    encoded = base64.b64encode(blob).decode()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            payload = zin.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(payload)
+                for key in ("observation_space", "action_space", "lr_schedule", "exploration_schedule"):
+                    if key in data:
+                        data[key][":serialized:"] = encoded
+                payload = json.dumps(data).encode()
+            zout.writestr(item, payload)
+
+
+def test_unpicklable_spaces_are_rebuilt_from_the_env(tmp_path):
+    model = _small_model("dqn")
+    good = save_checkpoint(model, tmp_path / "good.zip")
+    broken = tmp_path / "broken.zip"
+    _with_unreadable_pickles(good, broken)
+    agent = load_agent(broken, env="Breakout")
+    obs = np.zeros((84, 84, 4), np.uint8)
+    np.testing.assert_allclose(agent.outputs(obs), load_agent(good, env="Breakout").outputs(obs), rtol=1e-6)
+    with pytest.raises(AgentError, match="could not be unpickled.*pass env="):
+        load_agent(broken)
+
+
+def test_agent_for_another_game_is_refused_before_anything_runs():
+    checkpoint = list_bundled()[0]["checkpoints"][-1]["path"]
+    with pytest.raises(AgentError, match="has 4 actions but PongNoFrameskip-v4 has 6"):
+        load_agent(checkpoint, env="Pong")
+
+
+def test_corrupt_missing_and_non_sb3_files_give_one_line_errors(tmp_path):
+    (tmp_path / "text.zip").write_text("not a zip")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("readme.txt", "hello")
+    good = save_checkpoint(_small_model("dqn"), tmp_path / "good.zip")
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases = {"text.zip": "not an SB3 checkpoint", "other.zip": "not an SB3 checkpoint",
+             "truncated.zip": "not an SB3 checkpoint|corrupt", "missing.zip": "no agent|not found"}
+    for name, message in cases.items():
+        with pytest.raises(AgentError, match=message) as info:
+            load_agent(tmp_path / name, env="Breakout")
+        assert "\n" not in str(info.value)
+
+
+def test_rl_zoo_run_folder_loads_its_env_zip_with_config(tmp_path):
+    run = tmp_path / "logs" / "dqn" / "BreakoutNoFrameskip-v4_1"
+    (run / "BreakoutNoFrameskip-v4").mkdir(parents=True)
+    save_checkpoint(_small_model("dqn"), run / "BreakoutNoFrameskip-v4.zip")
+    save_checkpoint(_small_model("dqn"), run / "rl_model_5000_steps.zip")
+    (run / "BreakoutNoFrameskip-v4" / "config.yml").write_text(
+        "!!python/object/apply:collections.OrderedDict\n- - - env_wrapper\n    - stable_baselines3.common.atari_wrappers"
+        ".AtariWrapper:\n        terminal_on_life_loss: false\n  - - frame_stack\n    - 4\n  - - policy\n    - CnnPolicy\n")
+    agent = load_agent(run)
+    assert agent.path.name == "BreakoutNoFrameskip-v4.zip"
+    assert agent.env_id == "BreakoutNoFrameskip-v4"
+    assert agent.wrapper_kwargs == {"terminal_on_life_loss": False} and agent.frame_stack == 4
+    (run / "BreakoutNoFrameskip-v4.zip").unlink()
+    assert load_agent(run).path.name == "rl_model_5000_steps.zip"
+
+
+def test_stochastic_dqn_acts_with_small_fixed_epsilon_not_the_saved_exploration_rate():
+    agent = load_agent(list_bundled()[0]["checkpoints"][-1]["path"])
+    outputs = np.tile(np.array([[0.0, 1.0, 0.0, 0.0]]), (20_000, 1))
+    agent.seed(0)
+    actions = agent.choose(outputs, deterministic=False)
+    assert 0.005 < np.mean(actions != 1) < 0.02  # epsilon 0.01 explores; 3/4 of those differ from greedy
+
+
+def test_public_api_exports():
+    assert callable(rlexplain.load_agent) and callable(rlexplain.explain)
