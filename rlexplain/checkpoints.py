@@ -144,11 +144,17 @@ def read_zip(path: str | Path, custom_objects: dict[str, Any] | None = None):
             raise CheckpointError(f"{path} is corrupt (bad CRC in {bad}); re-save or re-download it")
         if "data" not in names or "policy.pth" not in names:
             raise CheckpointError(f"{path} is a zip but not an SB3 checkpoint (no 'data' and 'policy.pth' inside)")
+        # SB3 only tolerates some unpickling errors; a zip from another numpy raises ModuleNotFoundError.
+        # Replace every object that cannot be unpickled here (rl-zoo's custom_objects remedy).
+        custom_objects = dict(custom_objects or {})
+        for key in _unreadable_objects(path):
+            custom_objects.setdefault(key, None)
         import warnings
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Could not deserialize object")
             data, params, variables = load_from_zip_file(path, device="cpu", custom_objects=custom_objects)
+        data = {k: v for k, v in data.items() if v is not None or k not in custom_objects}
     except CheckpointError:
         raise
     except Exception as exc:  # zip, json, torch errors: all mean the file is unusable
@@ -156,6 +162,25 @@ def read_zip(path: str | Path, custom_objects: dict[str, Any] | None = None):
     if not data or not params or "policy" not in params:
         raise CheckpointError(f"{path} holds no SB3 policy parameters")
     return data, params, variables
+
+
+def _unreadable_objects(path: Path) -> list[str]:
+    """Keys of the zip's ``data`` whose cloudpickled value cannot be unpickled in this environment."""
+    import base64
+    import json
+
+    import cloudpickle
+
+    with zipfile.ZipFile(path) as archive:
+        data = json.loads(archive.read("data"))
+    bad = []
+    for key, item in data.items():
+        if isinstance(item, dict) and ":serialized:" in item:
+            try:
+                cloudpickle.loads(base64.b64decode(item[":serialized:"].encode()))
+            except Exception:
+                bad.append(key)
+    return bad
 
 
 def guess_algorithm(data: dict[str, Any], path: str | Path = "") -> str:

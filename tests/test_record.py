@@ -1,0 +1,149 @@
+"""Recording: video, steps.csv, summary and maps; determinism; interruption; wrappers; the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from rlexplain import cli
+from rlexplain.agents import load_agent
+from rlexplain.explain import Explainer, explain
+from rlexplain.record import RecordError, load_maps, record
+from rlexplain.wrappers import RelevanceWrapper, VecRelevance
+
+
+@pytest.fixture(scope="module")
+def agent():
+    return load_agent("breakout-dqn")
+
+
+def rows(run_dir):
+    with open(run_dir / "steps.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def video_frames(path):
+    reader = imageio.get_reader(path)
+    frames = [frame for frame in reader]
+    reader.close()
+    return frames
+
+
+def test_short_recording_yields_one_video_frame_and_one_row_per_step(tmp_path, agent):
+    result = record("Breakout", agent, max_steps=50, out=tmp_path / "run", progress=False)
+    run = result.run_dir
+    frames = video_frames(run / "episode_0.mp4")
+    assert len(frames) == 50 and frames[0].ndim == 3
+    table = rows(run)
+    assert len(table) == 50
+    assert [int(r["step"]) for r in table] == list(range(50))
+    for column in ["episode", "step", "action", "action_name", "reward", "score", "lives", "value_NOOP",
+                   "value_FIRE", "value_RIGHT", "value_LEFT", "relevance_sum", "relevance_pos", "relevance_neg",
+                   "frame_share_0", "frame_share_3"]:
+        assert column in table[0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["steps"] == 50
+    assert summary["agent"]["sha256"] and summary["composite"] == "epsilon_plus_flat"
+    maps = load_maps(run, 0)
+    assert maps["relevance"].shape == (50, 84, 84, 4) and maps["frames"].shape == (50, 210, 160, 3)
+    assert (run / "plots" / "shares_episode_0.png").is_file()
+
+
+def test_recorded_relevance_is_the_explanation_of_the_recorded_action(tmp_path, agent):
+    run = record("Breakout", agent, max_steps=12, out=tmp_path / "run", video=False, plots=False,
+                 progress=False).run_dir
+    maps = load_maps(run, 0)
+    actions = [int(r["action"]) for r in rows(run)]
+    for t in (0, 5, 11):
+        expected = explain(agent, maps["obs"][t], actions[t])
+        np.testing.assert_allclose(maps["relevance"][t].astype(np.float32), expected, rtol=1e-2, atol=1e-6)
+        total = float(rows(run)[t]["relevance_sum"])
+        assert total == pytest.approx(float(expected.sum()), rel=1e-3, abs=1e-7)
+
+
+def test_same_seed_and_agent_give_identical_actions_and_relevance(tmp_path, agent):
+    runs = [record("Breakout", agent, max_steps=40, seed=7, deterministic=False, out=tmp_path / f"r{i}",
+                   video=False, plots=False, progress=False).run_dir for i in range(2)]
+    a, b = (rows(r) for r in runs)
+    assert [r["action"] for r in a] == [r["action"] for r in b]
+    np.testing.assert_array_equal(load_maps(runs[0], 0)["relevance"], load_maps(runs[1], 0)["relevance"])
+
+
+def test_interrupted_run_keeps_its_video_rows_and_says_interrupted(tmp_path, agent, monkeypatch):
+    calls = {"n": 0}
+    original = Explainer.step
+
+    def stop_at_30(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 31:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "step", stop_at_30)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        record("Breakout", agent, max_steps=100, out=out, progress=False)
+    assert len(rows(out)) == 30
+    assert len(video_frames(out / "episode_0.mp4")) == 30
+    assert load_maps(out, 0)["relevance"].shape[0] == 30
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "KeyboardInterrupt" in summary["error"]
+
+
+def test_existing_non_empty_output_folder_is_not_overwritten_without_force(tmp_path, agent):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(RecordError, match="exists and is not empty; pass --force"):
+        record("Breakout", agent, max_steps=5, out=out, progress=False)
+    assert (out / "precious.txt").read_text() == "keep me"
+    record("Breakout", agent, max_steps=5, out=out, force=True, video=False, plots=False, progress=False)
+    assert not (out / "precious.txt").exists() and (out / "steps.csv").is_file()
+
+
+def test_action_all_stores_one_map_per_action_and_shows_them(tmp_path, agent):
+    run = record("Breakout", agent, max_steps=6, action="all", out=tmp_path / "run", plots=False,
+                 progress=False).run_dir
+    assert load_maps(run, 0)["relevance"].shape == (6, 4, 84, 84, 4)
+    assert len(video_frames(run / "episode_0.mp4")) == 6
+
+
+def test_gymnasium_wrapper_puts_the_explanation_of_the_action_taken_into_info(agent):
+    env = RelevanceWrapper(agent.make_env(), agent)
+    obs, _ = env.reset(seed=0)
+    for action in [1, 2, 3]:
+        previous = obs
+        obs, reward, terminated, truncated, info = env.step(action)
+        np.testing.assert_allclose(info["relevance"], explain(agent, previous, action), rtol=1e-6, atol=1e-9)
+        assert info["action_values"].shape == (4,)
+
+
+def test_vecenv_wrapper_explains_each_env_action_on_its_previous_observation(agent):
+    from rlexplain.envs import make_vec_env
+
+    venv = VecRelevance(make_vec_env("Breakout", 2, seed=0, full_games=True), agent)
+    obs = venv.reset()
+    actions = np.array([1, 3])
+    _, _, _, infos = venv.step(actions)
+    for i in range(2):
+        np.testing.assert_allclose(infos[i]["relevance"], explain(agent, obs[i], int(actions[i])), rtol=1e-6,
+                                   atol=1e-9)
+
+
+def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
+    assert cli.main(["record", "--env", "Breakout", "--max-steps", "8", "--out", str(tmp_path / "run"), "--quiet",
+                     "--no-video"]) == 0
+    assert "run folder" in capsys.readouterr().out
+    for argv, message in [(["record", "--env", "Breakot"], "did you mean Breakout"),
+                          (["record", "--env", "Pong"], "no bundled agent for Pong"),
+                          (["record", "--env", "Breakout", "--out", str(tmp_path / "run"), "--max-steps", "3"],
+                           "exists and is not empty"),
+                          (["record", "--env", "Breakout", "--action", "JUMP", "--out", str(tmp_path / "x")],
+                           "unknown --action")]:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
