@@ -120,8 +120,9 @@ class PongObjects(ObjectExtractor):
 
     @staticmethod
     def _paddle(x: int, top: int) -> Box:
-        # paddles are clipped by the top (y 34) and bottom (y 194) walls
-        y0, y1 = max(top, 34), min(top + 15, 194)
+        # 16 rows tall, clipped by the walls (y 34 and 194); 2 rows of margin because paddles move
+        # between the RAM read and the max-pooled frames the agent sees
+        y0, y1 = max(top - 2, 34), min(top + 16 + 2, 194)
         return (x, y0, 4, max(y1 - y0, 0))
 
     def boxes(self, ram: np.ndarray) -> Labelled:
