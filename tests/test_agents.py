@@ -225,3 +225,28 @@ def test_stochastic_dqn_acts_with_small_fixed_epsilon_not_the_saved_exploration_
 
 def test_public_api_exports():
     assert callable(rlexplain.load_agent) and callable(rlexplain.explain)
+
+
+def test_ppo_agent_is_explained_for_actions_and_for_its_value(tmp_path):
+    model = _small_model("ppo")
+    with torch.no_grad():  # bias-free, so that conservative LRP sums exactly to the explained output
+        for name, p in model.policy.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    agent = load_agent(save_checkpoint(model, tmp_path / "ppo.zip"), env="Breakout")
+    obs = np.random.default_rng(0).integers(0, 256, (2, 84, 84, 4), dtype=np.uint8)
+    r_value = rlexplain.explain(agent, obs, "value", composite="epsilon_plus")
+    r_action = rlexplain.explain(agent, obs, 2, composite="epsilon_plus")
+    r_all = rlexplain.explain(agent, obs, "all")
+    assert r_action.shape == r_value.shape == (2, 84, 84, 4) and r_all.shape == (2, 4, 84, 84, 4)
+    raw = torch.as_tensor(obs).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        value = model.policy.predict_values(raw).numpy()[:, 0]
+    np.testing.assert_allclose(r_value.sum((1, 2, 3)), value, rtol=1e-3)
+    np.testing.assert_allclose(r_action.sum((1, 2, 3)), agent.outputs(obs)[:, 2], rtol=1e-3)
+
+
+def test_dqn_agent_has_no_value_head_and_says_so():
+    agent = load_agent(list_bundled()[0]["checkpoints"][-1]["path"])
+    with pytest.raises(AgentError, match="no value head"):
+        rlexplain.explain(agent, np.zeros((84, 84, 4), np.uint8), "value")

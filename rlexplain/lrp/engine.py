@@ -54,6 +54,8 @@ class Chain(nn.Module):
 def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     children = list(module.named_children())
     if not children:
+        if isinstance(module, nn.Sequential):  # an empty Sequential is the identity (SB3's empty MLP heads)
+            return []
         return [(prefix or type(module).__name__, module)]
     if not isinstance(module, nn.Sequential):
         raise TypeError(

@@ -1,0 +1,88 @@
+"""Checkpoint comparison: fixed states, training order, PPO/other games, the report's links."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlexplain import cli
+from rlexplain.checkpoints import save_checkpoint
+from rlexplain.compare import compare, load_states
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_bundled_series_compared_on_a_few_states_gives_one_row_per_checkpoint_in_training_order(tmp_path):
+    result = compare("Breakout", out=tmp_path / "cmp", n_states=6, games=1, max_steps=300, progress=False)
+    rows = read_csv(result.out / "summary.csv")
+    steps = [int(r["timesteps"]) for r in rows]
+    assert steps == sorted(steps) and len(rows) >= 1
+    for key in ("checkpoint", "mean_return", "share_paddle", "share_ball", "share_bricks", "share_hud"):
+        assert key in rows[0]
+    states = load_states(result.out / "states.npz")
+    assert states["obs"].shape == (6, 84, 84, 4) and str(states["env_id"]) == "BreakoutNoFrameskip-v4"
+    similarity = np.loadtxt(result.out / "similarity.csv", delimiter=",", ndmin=2)
+    assert similarity.shape == (len(rows), len(rows)) and np.allclose(np.diag(similarity), 1.0)
+
+
+def test_report_references_files_that_exist(tmp_path):
+    result = compare("Breakout", out=tmp_path / "cmp", n_states=4, games=0, progress=False)
+    page = (result.out / "report.html").read_text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert {"states.mp4", "shares_vs_steps.png", "return_vs_steps.png", "similarity.png", "summary.csv"} <= set(links)
+    for link in links:
+        assert (result.out / link).is_file(), link
+
+
+def _ppo_checkpoints(tmp_path: Path) -> list[Path]:
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    class FakePong(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8)
+        action_space = gym.spaces.Discrete(6)
+
+        def reset(self, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    paths = []
+    for steps, seed in ((2000, 0), (1000, 1)):  # written out of order on purpose
+        model = PPO("CnnPolicy", FakePong(), n_steps=8, batch_size=8, seed=seed, device="cpu",
+                    policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)))
+        paths.append(save_checkpoint(model, tmp_path / "ppo" / f"rl_model_{steps}_steps.zip"))
+    return paths
+
+
+def test_ppo_checkpoints_on_another_game_compare_with_its_objects_and_reused_states(tmp_path):
+    _ppo_checkpoints(tmp_path)
+    first = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "a", n_states=5, games=1, max_steps=100,
+                    progress=False, video=False)
+    rows = read_csv(first.out / "summary.csv")
+    assert [int(r["timesteps"]) for r in rows] == [1000, 2000]
+    assert "share_player" in rows[0] and "share_enemy" in rows[0]
+    again = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "b", states=first.out / "states.npz", games=0,
+                    progress=False, video=False)
+    np.testing.assert_array_equal(load_states(again.out / "states.npz")["obs"], load_states(first.out / "states.npz")["obs"])
+    assert read_csv(again.out / "summary.csv")[0]["share_player"] == rows[0]["share_player"]
+
+
+def test_states_of_another_game_are_refused(tmp_path):
+    _ppo_checkpoints(tmp_path)
+    first = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "a", n_states=3, games=0, progress=False, video=False)
+    assert cli.main(["compare", "--env", "Breakout", "--states", str(first.out / "states.npz"),
+                     "--out", str(tmp_path / "c"), "--quiet"]) == 2
+
+
+def test_missing_checkpoint_gives_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["compare", "--env", "Breakout", str(tmp_path / "nope.zip"), "--quiet"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
