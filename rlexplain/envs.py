@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -169,4 +168,3 @@ def make_vec_env(
     return VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv
 
 
-EnvFactory = Callable[[], gym.Env]

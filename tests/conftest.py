@@ -29,3 +29,19 @@ def nature_chain():
 
     network, _ = build_networks(nature_dqn_policy(), "dqn")
     return network.double()
+
+
+def fake_atari_env(n_actions: int = 4) -> gym.Env:
+    """An env with an Atari agent's spaces (84x84x4 uint8, n actions) and random frames: enough to build SB3 models."""
+
+    class FakeAtari(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8)
+        action_space = gym.spaces.Discrete(n_actions)
+
+        def reset(self, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    return FakeAtari()

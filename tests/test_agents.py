@@ -16,6 +16,8 @@ from rlexplain import envs
 from rlexplain.agents import AgentError, list_bundled, load_agent, resolve_bundled
 from rlexplain.checkpoints import load_model, save_checkpoint, steps_from_name
 
+from conftest import fake_atari_env
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -88,19 +90,7 @@ def test_bundled_final_checkpoint_card_reports_more_than_random_play():
 
 
 def _fake_atari_env():
-    import gymnasium as gym
-
-    class Fake(gym.Env):
-        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8)
-        action_space = gym.spaces.Discrete(4)
-
-        def reset(self, seed=None, options=None):
-            return self.observation_space.sample(), {}
-
-        def step(self, action):
-            return self.observation_space.sample(), 0.0, False, False, {}
-
-    return Fake()
+    return fake_atari_env(4)
 
 
 def _small_model(algo: str):
@@ -250,3 +240,17 @@ def test_dqn_agent_has_no_value_head_and_says_so():
     agent = load_agent(list_bundled()[0]["checkpoints"][-1]["path"])
     with pytest.raises(AgentError, match="no value head"):
         rlexplain.explain(agent, np.zeros((84, 84, 4), np.uint8), "value")
+
+
+def test_qrdqn_agent_is_explained_through_the_mean_over_quantiles(tmp_path):
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    model = sb3_contrib.QRDQN("CnnPolicy", _fake_atari_env(), buffer_size=10, device="cpu", seed=0,
+                              policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16), n_quantiles=5))
+    agent = load_agent(save_checkpoint(model, tmp_path / "qrdqn.zip", light=True), env="Breakout")
+    assert agent.algorithm == "qrdqn"
+    obs = np.random.default_rng(0).integers(0, 256, (3, 84, 84, 4), dtype=np.uint8)
+    with torch.no_grad():
+        quantiles = model.policy.quantile_net(torch.as_tensor(obs).permute(0, 3, 1, 2).float())
+    np.testing.assert_allclose(agent.outputs(obs), quantiles.mean(1).numpy(), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(agent.act(obs), quantiles.mean(1).argmax(1).numpy())
+    assert rlexplain.explain(agent, obs, "contrastive").shape == obs.shape

@@ -13,6 +13,8 @@ from rlexplain import cli
 from rlexplain.checkpoints import save_checkpoint
 from rlexplain.compare import compare, load_states
 
+from conftest import fake_atari_env
+
 
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
@@ -42,22 +44,11 @@ def test_report_references_files_that_exist(tmp_path):
 
 
 def _ppo_checkpoints(tmp_path: Path) -> list[Path]:
-    import gymnasium as gym
     from stable_baselines3 import PPO
-
-    class FakePong(gym.Env):
-        observation_space = gym.spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8)
-        action_space = gym.spaces.Discrete(6)
-
-        def reset(self, seed=None, options=None):
-            return self.observation_space.sample(), {}
-
-        def step(self, action):
-            return self.observation_space.sample(), 0.0, False, False, {}
 
     paths = []
     for steps, seed in ((2000, 0), (1000, 1)):  # written out of order on purpose
-        model = PPO("CnnPolicy", FakePong(), n_steps=8, batch_size=8, seed=seed, device="cpu",
+        model = PPO("CnnPolicy", fake_atari_env(6), n_steps=8, batch_size=8, seed=seed, device="cpu",
                     policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)))
         paths.append(save_checkpoint(model, tmp_path / "ppo" / f"rl_model_{steps}_steps.zip"))
     return paths

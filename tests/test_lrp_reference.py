@@ -211,3 +211,19 @@ def test_engine_agrees_with_zennit_when_installed(nature_chain):
             _, theirs = attributor(x, lambda out: out * weights)
         r, _ = make_method(nature_chain, name)(x, weights)
         assert relative_error(r, theirs) <= TOLERANCE, name
+
+
+def test_user_mapping_overrides_the_composite_by_path_and_by_type(nature_chain):
+    from rlexplain.lrp import Flat
+
+    x = observations(1)
+    weights = torch.nn.functional.one_hot(torch.tensor([1]), 4).double()
+    default, _ = make_method(nature_chain, "epsilon_plus")(x, weights)
+    head = nature_chain.paths[-1]
+    by_path, _ = LRP(nature_chain, "epsilon_plus", rules={head: Epsilon(0.5)})(x, weights)
+    assert not torch.allclose(by_path, default)
+    ref = reference_lrp(list(nature_chain.layers), ["zplus", "zplus", "zplus", "eps", "eps"], x, weights)
+    assert relative_error(default, ref) <= TOLERANCE
+    by_type, _ = LRP(nature_chain, "epsilon_plus", rules={nn.Conv2d: Flat()})(x, weights)
+    flat_all = reference_lrp(list(nature_chain.layers), ["flat", "flat", "flat", "eps", "eps"], x, weights)
+    assert relative_error(by_type, flat_all) <= TOLERANCE

@@ -106,10 +106,11 @@ def test_existing_non_empty_output_folder_is_not_overwritten_without_force(tmp_p
 
 
 def test_action_all_stores_one_map_per_action_and_shows_them(tmp_path, agent):
-    run = record("Breakout", agent, max_steps=6, action="all", out=tmp_path / "run", plots=False,
+    run = record("Breakout", agent, max_steps=6, action="all", out=tmp_path / "run", plots=False, gif=True,
                  progress=False).run_dir
     assert load_maps(run, 0)["relevance"].shape == (6, 4, 84, 84, 4)
     assert len(video_frames(run / "episode_0.mp4")) == 6
+    assert len(video_frames(run / "episode_0.gif")) == 6
 
 
 def test_gymnasium_wrapper_puts_the_explanation_of_the_action_taken_into_info(agent):
