@@ -21,7 +21,10 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import sys
+import types
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -143,28 +146,63 @@ class OCAtariObjects(ObjectExtractor):
     source = "ocatari-ram"
 
     def __init__(self, game: str) -> None:
-        self.module = importlib.import_module(f"ocatari.ram.{game.lower()}")
-        init = next(getattr(self.module, n) for n in dir(self.module) if n.startswith("_init_objects"))
+        self.module = _import_ocatari_ram(game.lower())
+        self._init = next(getattr(self.module, n) for n in dir(self.module) if n.startswith("_init_objects"))
         self._detect = next(getattr(self.module, n) for n in dir(self.module)
                             if n.startswith("_detect_objects") and not n.endswith("_raw"))
-        self._objects = init(hud=True)
-        self.categories = tuple(dict.fromkeys(self._category(o) for o in self._objects))
+        names = getattr(self.module, "MAX_NB_OBJECTS_HUD", None)
+        classes = [getattr(self.module, n) for n in names] if names else [type(o) for o in self._init(hud=True)]
+        self.categories = tuple(dict.fromkeys(
+            self._category(c()) for c in classes if c.__name__ != "NoObject"))
 
     @staticmethod
     def _category(obj) -> str:
         return "hud" if getattr(obj, "hud", False) else type(obj).__name__.lower()
 
     def boxes(self, ram: np.ndarray) -> Labelled:
-        self._detect(self._objects, np.asarray(ram), hud=True)
+        objects = self._init(hud=True)  # fresh objects: each RAM state is read on its own
+        # OCAtari's arithmetic on RAM bytes assumes numpy 1's promotion of uint8 to int
+        self._detect(objects, np.asarray(ram).astype(np.int64), hud=True)
         out: Labelled = []
-        for obj in self._objects:
-            if obj is None:
+        for obj in objects:
+            if obj is None or type(obj).__name__ == "NoObject":
                 continue
             (x, y), (w, h) = obj.xy, obj.wh
             label = self._category(obj)
             if w > 0 and h > 0 and label in self.categories:
                 out.append((label, (x, y, w, h)))
         return out
+
+
+def _import_ocatari_ram(game: str):
+    """``ocatari.ram.<game>``. OCAtari's package ``__init__`` files also import its vision stack
+    (scikit-image, ...), which RAM extraction does not need; when that import fails, the game's
+    module is loaded under bare ``ocatari`` and ``ocatari.ram`` packages instead."""
+    try:
+        return importlib.import_module(f"ocatari.ram.{game}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("ocatari.ram."):
+            raise  # a game OCAtari does not cover
+        root = _ocatari_location()
+        if root is None:
+            raise
+    for name in [m for m in sys.modules if m == "ocatari" or m.startswith("ocatari.")]:
+        del sys.modules[name]  # drop the half-imported package
+    for name, path in (("ocatari", root), ("ocatari.ram", str(Path(root) / "ram"))):
+        package = types.ModuleType(name)
+        package.__path__ = [path]
+        sys.modules[name] = package
+    # game modules import GameObject from the subpackage, which we did not execute
+    sys.modules["ocatari.ram"].GameObject = importlib.import_module("ocatari.ram.game_objects").GameObject
+    return importlib.import_module(f"ocatari.ram.{game}")
+
+
+def _ocatari_location() -> str | None:
+    for entry in sys.path:
+        candidate = Path(entry or ".") / "ocatari" / "ram"
+        if candidate.is_dir():
+            return str(candidate.parent)
+    return None
 
 
 BUILT_IN = {"Breakout": BreakoutObjects, "Pong": PongObjects}
@@ -177,5 +215,5 @@ def extractor_for(env_id: str) -> ObjectExtractor | None:
         return BUILT_IN[game]()
     try:
         return OCAtariObjects(game)
-    except (ImportError, StopIteration, AttributeError):
+    except (ImportError, StopIteration, AttributeError):  # not installed, or a game OCAtari does not cover
         return None

@@ -156,3 +156,16 @@ def test_stats_command_writes_plots_from_a_short_run(tmp_path, capsys):
     assert "| ball |" in out and "mean share" in out
     for name in ("shares_episode_0.png", "mean_heatmap_episode_0.png", "shares_per_action.png", "summary_table.md"):
         assert (run / "plots" / name).stat().st_size > 0
+
+
+def test_ocatari_adapter_names_objects_of_other_games_when_installed():
+    pytest.importorskip("termcolor")  # OCAtari's RAM modules need it; install: pip install --no-deps ocatari termcolor
+    extractor = extractor_for("FreewayNoFrameskip-v4")
+    if extractor is None:
+        pytest.skip("ocatari is not installed")
+    env = make_env("Freeway", seed=0)
+    env.reset(seed=0)
+    for _ in range(30):
+        env.step(1)
+    masks = extractor.masks([env.unwrapped.ale.getRAM()] * 4, 4)
+    assert {"chicken", "car"} <= set(masks) and masks["chicken"].any() and masks["car"].any()
