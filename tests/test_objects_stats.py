@@ -110,13 +110,15 @@ def test_each_stacked_frame_uses_the_boxes_of_its_own_step():
     assert not partial["ball"][..., :2].any() and partial["ball"][..., 3].any()
 
 
-def test_other_games_fall_back_to_grid_regions_without_ocatari():
-    try:
-        import ocatari  # noqa: F401
-    except ImportError:
-        assert extractor_for("SpaceInvadersNoFrameskip-v4") is None
-    else:
-        assert extractor_for("SpaceInvadersNoFrameskip-v4").categories
+def test_other_games_fall_back_to_grid_regions_without_ocatari(monkeypatch):
+    import rlexplain.objects as objects
+
+    def missing(game):
+        raise ModuleNotFoundError("No module named 'ocatari'", name="ocatari")
+
+    monkeypatch.setattr(objects, "_import_ocatari_ram", missing)
+    assert extractor_for("SpaceInvadersNoFrameskip-v4") is None
+    assert isinstance(extractor_for("BreakoutNoFrameskip-v4"), BreakoutObjects)
 
 
 def test_category_shares_sum_to_at_most_one_and_grid_shares_to_one():
