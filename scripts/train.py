@@ -62,6 +62,7 @@ def parse_args() -> argparse.Namespace:
                    help="override a hyperparameter, e.g. --hp learning_starts=50000 (repeatable)")
     p.add_argument("--light", action="store_true", help="save without optimizer state and DQN target network")
     p.add_argument("--eval-games", type=int, default=10, help="full games per checkpoint for the model card")
+    p.add_argument("--eval-max-steps", type=int, default=envs.MAX_EPISODE_STEPS, help="agent steps per eval game")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p.parse_args()
@@ -107,7 +108,8 @@ class Checkpointer:
     def save(self, model, steps: int) -> None:
         args = self.args
         path = save_checkpoint(model, args.out / f"rl_model_{steps}_steps.zip", light=args.light)
-        returns = play_games(make_eval_policy(model, args.algo, args.seed), args.env, args.eval_games, seed=10_000)
+        returns = play_games(make_eval_policy(model, args.algo, args.seed), args.env, args.eval_games, seed=10_000,
+                             max_episode_steps=args.eval_max_steps)
         card = {
             "algorithm": args.algo,
             "env_id": envs.resolve_env_id(args.env),
@@ -123,7 +125,7 @@ class Checkpointer:
             "hyperparameters": self.hp,
             "light": args.light,
             "evaluation": {
-                "games": len(returns), "full_games": True, "max_episode_steps": envs.MAX_EPISODE_STEPS,
+                "games": len(returns), "full_games": True, "max_episode_steps": args.eval_max_steps,
                 "policy": f"epsilon-greedy, epsilon={EVAL_EPSILON}" if args.algo == "dqn" else "greedy (mode)",
                 "seed": 10_000,
                 "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
@@ -181,7 +183,7 @@ def main() -> None:
     else:
         model = algorithm_class(args.algo)("CnnPolicy", venv, seed=args.seed, verbose=1, device="cpu", **kwargs)
     done = model.num_timesteps
-    random_return = play_games(None, args.env, args.eval_games, seed=10_000)
+    random_return = play_games(None, args.env, args.eval_games, seed=10_000, max_episode_steps=args.eval_max_steps)
     checkpointer = Checkpointer(args, hp, random_return, started)
     (args.out / "command.txt").write_text(" ".join(shlex.quote(a) for a in ["python", *sys.argv]) + "\n")
     model.learn(total_timesteps=args.total_timesteps - done, callback=checkpointer, reset_num_timesteps=done == 0,
