@@ -125,7 +125,7 @@ class VideoWriter:
             self._writer = self._ffmpeg.write_frames(
                 str(self.path), (w, h), fps=self.fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=16,
                 quality=None, bitrate=None, ffmpeg_log_level="error",
-                output_params=["-preset", "ultrafast", "-crf", "23", "-g", str(2 * self.fps),
+                output_params=["-preset", "ultrafast", "-threads", "1", "-crf", "23", "-g", str(2 * self.fps),
                                "-movflags", "frag_keyframe+empty_moov+default_base_moof"],
             )
             self._writer.send(None)
