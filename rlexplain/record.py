@@ -149,6 +149,57 @@ class VideoWriter:
             self._gif = None
 
 
+class BackgroundVideo:
+    """Renders and encodes video frames on a worker thread while the agent plays the next steps.
+
+    ``submit(render, *args)`` queues ``render(*args)`` (which returns a frame); at most ``depth``
+    frames wait. :meth:`close` writes every queued frame before closing, so an interrupted run keeps
+    all the frames it produced. A failure in the worker is raised by the next ``submit``/``close``.
+    """
+
+    def __init__(self, writer: VideoWriter, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="rlexplain-video", daemon=True)
+        self._thread.start()
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+    @property
+    def frames(self) -> int:
+        return self.writer.frames
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    render, args = job
+                    self.writer.write(render(*args))
+                except BaseException as exc:  # reported to the recording thread
+                    self._error = exc
+
+    def submit(self, render, *args) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((render, args))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self.writer.close()
+        if self._error is not None:
+            raise self._error
+
+
 class MapWriter:
     """Buffers per-step arrays and writes them as ``chunk_<first step>.npz`` every :data:`CHUNK_STEPS` steps.
 
@@ -338,7 +389,8 @@ class _Recorder:
         obs, _ = env.reset(seed=seed + episode)
         ale = env.unwrapped.ale
         layout = self._layout()
-        video = VideoWriter(self.run_dir / f"episode_{episode}.mp4", self.fps, self.gif) if self.video else None
+        video = (BackgroundVideo(VideoWriter(self.run_dir / f"episode_{episode}.mp4", self.fps, self.gif))
+                 if self.video else None)
         maps = MapWriter(self.run_dir / "maps" / f"episode_{episode}")
         history: list[np.ndarray] = []  # RAM of the last frame_stack steps, for per-frame object masks
         score, step, lives_start = 0.0, 0, ale.lives()
@@ -370,9 +422,9 @@ class _Recorder:
                 maps.add(step, relevance=torch.from_numpy(relevance).half().numpy(), obs=obs, frames=frame, ram=ram,
                          colour_scale=np.float32(scale))
                 if video is not None:
-                    video.write(self._frame(layout, frame, obs, relevance, chosen_map, scale, values, a,
-                                            {"step": step, "score": f"{score:g}", "lives": lives,
-                                             "action": agent.action_names[a]}, history))
+                    video.submit(self._frame, layout, frame, obs, relevance, chosen_map, scale, values, a,
+                                 {"step": step, "score": f"{score:g}", "lives": lives,
+                                  "action": agent.action_names[a]}, list(history))
                 step += 1
                 record.update({"return": score, "length": step})
                 bar.update(1)
