@@ -29,6 +29,9 @@ def _record(args: argparse.Namespace) -> int:
     s = result.summary
     for e in s["episodes"]:
         print(f"episode {e['episode']}: return {e['return']:g} in {e['length']} steps ({e.get('end', e['status'])})")
+    shares = {k[len("share_"):]: v for k, v in s["means"].items() if k.startswith("share_")}
+    if shares:
+        print("mean share of positive relevance: " + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()))
     print(f"run folder: {result.run_dir}")
     return 0
 
@@ -112,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--states", help="reuse a states.npz from an earlier comparison")
     c.add_argument("--n-states", type=int, default=200, help="number of fixed states")
     c.add_argument("--games", type=int, default=2, help="full games per checkpoint for its return")
-    c.add_argument("--max-steps", type=int, default=4000, help="agent steps per game at most")
+    c.add_argument("--max-steps", type=int, default=10_000, help="agent steps per game at most")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
     c.add_argument("--reference", help="checkpoint whose play collects the states (default: the last)")

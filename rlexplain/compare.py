@@ -195,6 +195,7 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     else:
         ref = load_agent(reference, env=env_id) if reference else agents[-1]
         state_data = collect_states(ref, env_id, n_states, seed, progress=progress)
+        state_data.update(env_id=np.array(env_id), seed=np.array(seed), reference=np.array(str(ref.path)))
         save_states(out / "states.npz", state_data, env_id, seed, str(ref.path))
     if states is not None:
         save_states(out / "states.npz", state_data, env_id, int(state_data.get("seed", seed)),
@@ -340,7 +341,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}}im
 each checkpoint also played {meta['games']} full games (at most {meta['max_steps']} steps) for its return.
 Shares are fractions of each state's positive relevance on the objects read from RAM
 ({html.escape(str(meta['categories']))}), averaged over the states; density = share / area share.</p>
-<table><tr>{head}</tr>{body}</table>
+<div style="overflow-x:auto"><table><tr>{head}</tr>{body}</table></div>
 <p><img src="shares_vs_steps.png"> <img src="return_vs_steps.png"></p>
 <p><img src="similarity.png"></p>
 {video_html}

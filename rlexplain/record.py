@@ -368,6 +368,7 @@ class _Recorder:
                              "quantile": self.colour.quantile},
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
+            "notes": _method_notes(explainer),
             "versions": versions(), "episodes": [],
         }
         self._csv_file = None
@@ -490,6 +491,17 @@ class _Recorder:
             write_json_atomically(self.run_dir / "summary.json", self.summary)
         except OSError:
             pass  # e.g. a full disk: the "running" summary and everything flushed before stay on disk
+
+
+def _method_notes(explainer: Explainer) -> list[str]:
+    """Caveats of the chosen method that change how the statistics read."""
+    notes = []
+    rules = list(explainer.describe().get("assigned", {}).values())
+    if rules and rules[0].startswith("Flat"):
+        notes.append("the first layer uses the Flat rule, which spreads relevance uniformly over each receptive "
+                     "field without looking at the input: all stacked frames get the same map, so frame_share_* "
+                     "is 0.25 by construction; use epsilon_gamma_box or epsilon_plus to compare frames")
+    return notes
 
 
 def _csv_value(v: Any) -> Any:
