@@ -424,7 +424,7 @@ def resolve_spec(spec: str | Path) -> tuple[Path, dict]:
         return found, meta
     bundled = resolve_bundled(text) if not text.endswith(".zip") else None
     if bundled is not None:
-        return bundled, {"name": text}
+        return bundled, {"name": f"{text.partition('@')[0]}@{steps_from_name(bundled)}"}
     names = [a["name"] for a in list_bundled()]
     raise AgentError(f"no agent {text!r}: expected a path to an SB3 .zip, an rl-zoo run folder, or a bundled agent "
                      f"({', '.join(names) or 'none installed'})")

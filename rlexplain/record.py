@@ -412,7 +412,7 @@ class _Recorder:
                 next_obs, reward, terminated, truncated, _ = env.step(a)
                 score += float(reward)
                 values = self._values(explanation.outputs[0])
-                scale = self.colour.update(chosen_map)
+                scale = self.colour.update(chosen_map.sum(-1))  # the video shows the map summed over frames
                 row = {"episode": episode, "step": step, "action": a, "action_name": agent.action_names[a],
                        "reward": float(reward), "score": score, "lives": lives, "colour_scale": scale}
                 row.update({f"value_{n}": float(v) for n, v in zip(agent.action_names, values)})
@@ -471,7 +471,9 @@ class _Recorder:
         if self.target == "all":
             tiles = [render.tile_image(obs[..., -1], relevance[k].sum(-1), scale) for k in range(len(relevance))]
         elif self.show_frames:
-            tiles = [render.tile_image(obs[..., i], chosen_map[..., i], scale) for i in range(obs.shape[-1])]
+            # one frame carries about a quarter of the summed map: a matching scale keeps tiles comparable
+            per_frame = scale / obs.shape[-1]
+            tiles = [render.tile_image(obs[..., i], chosen_map[..., i], per_frame) for i in range(obs.shape[-1])]
         return layout.compose(game, values, action, info, tiles)
 
     def finish(self, status: str, error: BaseException | None = None) -> None:
