@@ -148,3 +148,37 @@ def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted(tmp_path, agent, monkeypatch):
+    import errno
+
+    from rlexplain import stats
+
+    calls = {"n": 0}
+    original = stats.step_statistics
+
+    def disk_full_at_21(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 22:  # one call lists the columns, then one per step: step 21 fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stats, "step_statistics", disk_full_at_21)
+    out = tmp_path / "run"
+    with pytest.raises(OSError):
+        record("Breakout", agent, max_steps=60, out=out, progress=False)
+    assert len(rows(out)) == 20
+    assert len(video_frames(out / "episode_0.mp4")) == 20
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "No space left" in summary["error"]
+
+
+def test_several_episodes_get_their_own_video_maps_and_rows(tmp_path, agent):
+    run = record("Breakout", agent, episodes=2, max_steps=7, out=tmp_path / "run", plots=False,
+                 progress=False).run_dir
+    table = rows(run)
+    assert [r["episode"] for r in table] == ["0"] * 7 + ["1"] * 7
+    assert len(video_frames(run / "episode_1.mp4")) == 7 and load_maps(run, 1)["relevance"].shape[0] == 7
+    summary = json.loads((run / "summary.json").read_text())
+    assert [e["seed"] for e in summary["episodes"]] == [0, 1]
