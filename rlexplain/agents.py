@@ -390,14 +390,21 @@ def _read_rlzoo_config(run: Path, env_id: str) -> dict:
 
 
 def _wrapper_kwargs_from_config(config: dict) -> dict:
+    """The AtariWrapper arguments of an rl-zoo ``env_wrapper`` entry; other wrappers are reported, not applied."""
+    import warnings
+
     wrapper = config.get("env_wrapper")
     items = wrapper if isinstance(wrapper, list) else [wrapper]
+    kwargs: dict = {}
     for item in items:
-        if isinstance(item, dict):
-            for key, kwargs in item.items():
-                if key.endswith("AtariWrapper"):
-                    return dict(kwargs or {})
-    return {}
+        names = item.items() if isinstance(item, dict) else [(item, None)] if item else []
+        for name, args in names:
+            if str(name).endswith("AtariWrapper"):
+                kwargs = dict(args or {})
+            else:
+                warnings.warn(f"rl-zoo config lists env wrapper {name}, which rlexplain does not apply; the agent "
+                              f"is explained on SB3's Atari preprocessing alone", stacklevel=3)
+    return kwargs
 
 
 def resolve_spec(spec: str | Path) -> tuple[Path, dict]:
