@@ -38,6 +38,49 @@ def main() -> None:
         card.update(light=True, sha256=hashlib.sha256(dst.read_bytes()).hexdigest(), source_run=str(args.run))
         dst.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         print(f"{dst}  {dst.stat().st_size / 1e6:.1f} MB  return {card['evaluation']['mean_return']:.1f}")
+    write_model_card(out)
+
+
+def write_model_card(folder: Path) -> None:
+    """``README.md``: the series' model card, made from the checkpoints' JSON cards."""
+    cards = sorted((json.loads(p.read_text()) for p in folder.glob("rl_model_*_steps.json")),
+                   key=lambda c: c["timesteps"])
+    if not cards:
+        return
+    last = cards[-1]
+    ev = last["evaluation"]
+    lines = [
+        f"# {folder.name}: {last['algorithm'].upper()} on {last['env_id']}",
+        "",
+        f"One training run of `scripts/train.py` (SB3 {last['versions']['stable_baselines3']}, torch "
+        f"{last['versions']['torch']}, seed {last['seed']}), rl-zoo's Atari hyperparameters with "
+        f"`total_timesteps={last['total_timesteps']}`:",
+        "",
+        "```",
+        last["command"],
+        "```",
+        "",
+        "Preprocessing: " + ", ".join(f"{k}={v}" for k, v in last["preprocessing"].items()) + ".",
+        "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in last["hyperparameters"].items()) + ".",
+        "",
+        f"Evaluation: {ev['games']} full games (all lives, raw score, at most {ev['max_episode_steps']} agent steps), "
+        f"{ev['policy']}, game seeds {ev['seed']}..{ev['seed'] + ev['games'] - 1}; a uniformly random policy on the "
+        f"same games scores {ev['random_mean_return']:.1f}.",
+        "",
+        *([f"The run was planned for {last['total_timesteps']:,} steps and stopped after {last['timesteps']:,} "
+           f"when its session's time ran out; DQN's only schedule, the exploration rate (10% of the planned total), "
+           f"had long reached its final value.", ""] if last["timesteps"] < last["total_timesteps"] else []),
+        "| checkpoint | steps | mean return | std | wall time (s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in cards:
+        e = c["evaluation"]
+        lines.append(f"| rl_model_{c['timesteps']}_steps.zip | {c['timesteps']:,} | {e['mean_return']:.1f} | "
+                     f"{e['std_return']:.1f} | {c['wall_time_s']:.0f} |")
+    lines += ["", "The zips are light: no optimizer state and no target network (rebuilt from the online network "
+              "by `rlexplain.load_agent`). Each `.json` beside a zip is its full card (per-game returns, "
+              "versions, sha256)."]
+    (folder / "README.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
