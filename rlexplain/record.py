@@ -353,7 +353,8 @@ class _Recorder:
         self.objects, self.target, self.deterministic = objects, target, deterministic
         self.fps, self.gif, self.show_frames, self.boxes, self.video = fps, gif, show_frames, boxes, video
         self.colour = render.ColourScale()
-        self.rows_for_summary: list[dict] = []
+        self.means = stats.RunningMeans(["relevance_", "frame_share_", "share_", "density_", "entropy", "com_"])
+        self.steps = 0
         self.episodes: list[dict] = []
         names = agent.action_names
         self.columns = BASE_COLUMNS + [f"value_{n}" for n in names] + list(
@@ -419,7 +420,8 @@ class _Recorder:
                 row.update(stats.step_statistics(chosen_map, masks))
                 self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
                 self._csv_file.flush()
-                self.rows_for_summary.append(row)
+                self.means.update(row)
+                self.steps += 1
                 maps.add(step, relevance=torch.from_numpy(relevance).half().numpy(), obs=obs, frames=frame, ram=ram,
                          colour_scale=np.float32(scale))
                 if video is not None:
@@ -486,9 +488,8 @@ class _Recorder:
         self.summary["episodes"] = self.episodes
         returns = [e["return"] for e in self.episodes if e.get("status") == "complete"]
         self.summary["mean_return"] = float(np.mean(returns)) if returns else None
-        self.summary["steps"] = len(self.rows_for_summary)
-        self.summary["means"] = stats.mean_columns(
-            self.rows_for_summary, ["relevance_", "frame_share_", "share_", "density_", "entropy", "com_"])
+        self.summary["steps"] = self.steps
+        self.summary["means"] = self.means.means()
         try:
             write_json_atomically(self.run_dir / "summary.json", self.summary)
         except OSError:

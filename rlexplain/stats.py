@@ -132,3 +132,25 @@ def mean_columns(rows: Sequence[Mapping[str, float]], prefixes: Sequence[str]) -
             values = np.array([float(r[key]) for r in rows if r.get(key) not in ("", None)], dtype=np.float64)
             out[key] = float(np.nanmean(values)) if values.size and not np.all(np.isnan(values)) else float("nan")
     return out
+
+
+class RunningMeans:
+    """NaN-aware means of the columns starting with any of ``prefixes``, without keeping the rows."""
+
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        self.prefixes = tuple(prefixes)
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def update(self, row: Mapping[str, float]) -> None:
+        for key, value in row.items():
+            if key.startswith(self.prefixes):
+                self._sums.setdefault(key, 0.0)
+                self._counts.setdefault(key, 0)
+                if value is not None and not np.isnan(value):
+                    self._sums[key] += float(value)
+                    self._counts[key] += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self._sums[k] / self._counts[k] if self._counts[k] else float("nan") for k in self._sums}
+
