@@ -75,9 +75,20 @@ def prepare_run_dir(out: Path, force: bool) -> Path:
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
+    """Write strict JSON (NaN becomes null) to a temporary file, then rename it over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n")
     os.replace(tmp, path)
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def _json_default(o: Any) -> Any:
