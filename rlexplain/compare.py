@@ -214,10 +214,11 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
             maps.append(relevance)
             per_state = [stats.step_statistics(r, masks[i] if masks else None) for i, r in enumerate(relevance)]
             means = stats.mean_columns(per_state, ["share_", "density_", "frame_share_", "entropy"])
-            if not objects:
-                grid = np.array([[row[f"grid_share_{r}_{c}"] for c in range(6) for r in [r]] for row in per_state
-                                 for r in range(6)]).reshape(len(per_state), 6, 6).sum(2)
-                means.update({f"share_grid_row_{r}": float(np.nanmean(grid[:, r])) for r in range(6)})
+            if not objects:  # no object categories for this game: shares per grid row, top to bottom
+                rows_share = np.array([[sum(row[f"grid_share_{r}_{c}"] for c in range(stats.DEFAULT_GRID[1]))
+                                        for r in range(stats.DEFAULT_GRID[0])] for row in per_state])
+                means.update({f"share_grid_row_{r}": float(np.nanmean(rows_share[:, r]))
+                              for r in range(stats.DEFAULT_GRID[0])})
             policy = _stochastic_policy(agent, seed)
             returns = play_games(policy, env_id, games, seed=seed + 1000, max_episode_steps=max_steps,
                                  wrapper_kwargs=agent.wrapper_kwargs) if games > 0 else []

@@ -77,3 +77,14 @@ def test_states_of_another_game_are_refused(tmp_path):
 def test_missing_checkpoint_gives_a_one_line_error(tmp_path, capsys):
     assert cli.main(["compare", "--env", "Breakout", str(tmp_path / "nope.zip"), "--quiet"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_games_without_object_categories_compare_by_grid_rows(tmp_path, monkeypatch):
+    import rlexplain.compare as compare_module
+
+    monkeypatch.setattr(compare_module, "extractor_for", lambda env_id: None)
+    _ppo_checkpoints(tmp_path)
+    result = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "g", n_states=3, games=0, progress=False, video=False)
+    row = read_csv(result.out / "summary.csv")[0]
+    shares = [float(row[f"share_grid_row_{r}"]) for r in range(6)]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-6)
