@@ -171,3 +171,14 @@ def test_ocatari_adapter_names_objects_of_other_games_when_installed():
         env.step(1)
     masks = extractor.masks([env.unwrapped.ale.getRAM()] * 4, 4)
     assert {"chicken", "car"} <= set(masks) and masks["chicken"].any() and masks["car"].any()
+
+
+def test_relevance_on_the_ball_alone_gives_ball_share_one_and_density_one_over_its_area():
+    ram = np.zeros(128, np.uint8)
+    ram[72], ram[99], ram[101] = 100, 129, 120  # paddle at x 53, ball at (80, 129)
+    masks = BreakoutObjects().masks([ram] * 4, 4)
+    relevance = np.where(masks["ball"], 1.0, 0.0).astype(np.float32)
+    relevance[masks["paddle"]] = -5.0  # negative evidence does not count in shares
+    row = stats.step_statistics(relevance, masks)
+    assert row["share_ball"] == 1.0 and row["share_paddle"] == 0.0 and row["share_other"] == 0.0
+    assert row["density_ball"] == pytest.approx(1.0 / masks["ball"].mean())
