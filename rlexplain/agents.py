@@ -338,6 +338,16 @@ def list_bundled() -> list[dict]:
     return out
 
 
+def default_agent_for(env_id: str) -> str | None:
+    """The bundled agent a game uses by default: ``<game>-dqn``, else any bundled series trained on it."""
+    game = envs.game_name(env_id).lower()
+    agents = list_bundled()
+    for agent in sorted(agents, key=lambda a: a["name"] != f"{game}-dqn"):
+        if agent["name"] == f"{game}-dqn" or agent["env_id"] == env_id:
+            return agent["name"]
+    return None
+
+
 def _read_card(ckpt: Path) -> dict | None:
     card = ckpt.with_suffix(".json")
     if card.is_file():

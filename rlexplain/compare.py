@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rlexplain import envs, render, stats
-from rlexplain.agents import Agent, AgentError, bundled_agents_dir, checkpoint_series, load_agent
+from rlexplain.agents import Agent, AgentError, bundled_agents_dir, checkpoint_series, default_agent_for, load_agent
 from rlexplain.checkpoints import steps_from_name
 from rlexplain.evaluate import play_games
 from rlexplain.explain import Explainer
@@ -77,10 +77,10 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
     if not specs:
         if env_id is None:
             raise RecordError("give --env or checkpoints")
-        folder = bundled_agents_dir() / f"{envs.game_name(env_id).lower()}-dqn"
-        specs = [folder]
-        if not folder.is_dir():
+        name = default_agent_for(env_id)
+        if name is None:
             raise RecordError(f"no bundled checkpoint series for {envs.game_name(env_id)}; pass checkpoints")
+        specs = [bundled_agents_dir() / name]
     paths: list[Path] = []
     for spec in specs:
         p = Path(spec)

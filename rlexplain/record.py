@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from rlexplain import envs, render, stats
-from rlexplain.agents import Agent, AgentError, load_agent, resolve_bundled
+from rlexplain.agents import Agent, AgentError, default_agent_for, load_agent
 from rlexplain.explain import Explainer
 from rlexplain.objects import ObjectExtractor, extractor_for
 
@@ -293,7 +293,7 @@ def record(env: str | None = None, agent: str | Agent | None = None, *, episodes
 
     :param env: a game name or env id (``Breakout``); defaults to the agent's own game.
     :param agent: an :class:`Agent`, a path, an rl-zoo folder or a bundled name; defaults to the
-        bundled ``<game>-dqn`` agent (``breakout-dqn`` for Breakout).
+        game's bundled agent (``breakout-dqn`` for Breakout).
     :param episodes: full games to play. :param max_steps: cap on agent steps per game.
     :param seed: seeds the env (game ``k`` uses ``seed + k``) and the agent's own randomness.
     :param composite: LRP composite, or ``gradient`` / ``gradient_x_input``.
@@ -315,8 +315,8 @@ def record(env: str | None = None, agent: str | Agent | None = None, *, episodes
     if agent is None:
         if env is None:
             raise RecordError("give --env or --agent")
-        agent = f"{envs.game_name(envs.resolve_env_id(env)).lower()}-dqn"
-        if resolve_bundled(agent) is None:
+        agent = default_agent_for(envs.resolve_env_id(env))
+        if agent is None:
             raise RecordError(f"no bundled agent for {envs.game_name(envs.resolve_env_id(env))}; pass --agent "
                               f"(an SB3 .zip or rl-zoo run folder), or see `rlexplain agents`")
     if not isinstance(agent, Agent):
