@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--eval-games", type=int, default=10, help="full games per checkpoint for the model card")
     p.add_argument("--eval-max-steps", type=int, default=envs.MAX_EPISODE_STEPS, help="agent steps per eval game")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--refill", type=int, default=None,
+                   help="DQN resume: steps collected into the empty replay buffer before learning restarts "
+                        "(default: learning_starts)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     return p.parse_args()
 
@@ -169,16 +172,18 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     hp, kwargs = build_hyperparams(args)
     n_envs = args.n_envs or N_ENVS[args.algo]
-    venv = envs.make_vec_env(args.env, n_envs, seed=args.seed, monitor_dir=str(args.out / "monitor"))
     started = time.time()
-
     resume_from = newest_checkpoint(args.out) if args.resume else None
+    start = steps_from_name(resume_from) if resume_from is not None else 0
+    # one Monitor log per (re)start, so a resumed run does not overwrite the returns logged before
+    venv = envs.make_vec_env(args.env, n_envs, seed=args.seed + start, monitor_dir=str(args.out / "monitor" / f"from_{start}"))
     if resume_from is not None:
         model = load_model(resume_from, env=venv, algo=args.algo, for_training=True)
-        model.num_timesteps = steps_from_name(resume_from)
+        model.num_timesteps = start
         if args.algo == "dqn":
             # The replay buffer is not saved: refill it before the first gradient step again.
-            model.learning_starts = model.num_timesteps + hp["learning_starts"]
+            refill = hp["learning_starts"] if args.refill is None else args.refill
+            model.learning_starts = model.num_timesteps + refill
         print(f"[train] resuming from {resume_from.name} at {model.num_timesteps} steps", flush=True)
     else:
         model = algorithm_class(args.algo)("CnnPolicy", venv, seed=args.seed, verbose=1, device="cpu", **kwargs)
