@@ -376,7 +376,7 @@ class _Recorder:
             "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(),
             "method": explainer.describe(), "composite": explainer.describe().get("name", explainer.describe()["method"]),
             "target": target, "deterministic": deterministic,
-            "colour_scale": {"kind": "peak-hold of the 99.5th percentile of |R|", "decay": self.colour.decay,
+            "colour_scale": {"kind": "peak-hold of the 99.5th percentile of |R| summed over the stacked frames", "decay": self.colour.decay,
                              "quantile": self.colour.quantile},
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
