@@ -48,10 +48,11 @@ class CompareResult:
     rows: list[dict] = field(default_factory=list)
 
     def table(self) -> str:
-        keys = ["checkpoint", "timesteps", "mean_return"] + [k for k in self.rows[0] if k.startswith("share_")]
-        lines = ["  ".join(f"{k:>14s}" for k in keys)]
+        keys = ["timesteps", "mean_return"] + [k for k in self.rows[0] if k.startswith("share_")]
+        width = max(len(Path(r["checkpoint"]).name) for r in self.rows)
+        lines = [f"{'checkpoint':<{width}s}  " + "  ".join(f"{k:>12s}" for k in keys)]
         for row in self.rows:
-            lines.append("  ".join(f"{_fmt(row[k]):>14s}" for k in keys))
+            lines.append(f"{Path(row['checkpoint']).name:<{width}s}  " + "  ".join(f"{_fmt(row[k]):>12s}" for k in keys))
         return "\n".join(lines)
 
 
