@@ -292,7 +292,7 @@ def _plots(out: Path, rows: list[dict], similarity: np.ndarray, labels: list[str
     ax.set_xticks(range(len(rows)), short, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), short)
     for (i, j), v in np.ndenumerate(similarity):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if abs(v) > 0.6 else "black")
     ax.set_title("rank correlation of relevance maps\n(mean over the fixed states)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
