@@ -93,15 +93,17 @@ def _fake_atari_env():
 
 
 def _small_model(algo: str):
-    from stable_baselines3 import DQN, PPO
+    from stable_baselines3 import A2C, DQN, PPO
 
     kwargs = dict(policy_kwargs=dict(features_extractor_kwargs=dict(features_dim=16)), device="cpu", seed=0)
     if algo == "dqn":
         return DQN("CnnPolicy", _fake_atari_env(), buffer_size=10, **kwargs)
+    if algo == "a2c":
+        return A2C("CnnPolicy", _fake_atari_env(), n_steps=8, **kwargs)
     return PPO("CnnPolicy", _fake_atari_env(), n_steps=8, batch_size=8, **kwargs)
 
 
-@pytest.mark.parametrize("algo", ["dqn", "ppo"])
+@pytest.mark.parametrize("algo", ["dqn", "ppo", "a2c"])
 @pytest.mark.parametrize("light", [False, True])
 def test_model_saved_by_current_sb3_round_trips(tmp_path, algo, light):
     model = _small_model(algo)
@@ -112,7 +114,7 @@ def test_model_saved_by_current_sb3_round_trips(tmp_path, algo, light):
         raw = torch.as_tensor(obs).permute(0, 3, 1, 2).float()
         expected = model.policy.q_net(raw) if algo == "dqn" else model.policy.get_distribution(raw).distribution.logits
     outputs = torch.as_tensor(agent.outputs(obs))
-    if algo == "ppo":  # SB3's Categorical stores normalised logits
+    if algo != "dqn":  # SB3's Categorical stores normalised logits
         outputs = torch.log_softmax(outputs, -1)
     np.testing.assert_allclose(outputs.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
     assert agent.algorithm == algo and agent.timesteps == 1234
