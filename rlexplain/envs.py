@@ -7,7 +7,8 @@ first, zero-filled after a reset exactly as SB3's ``VecFrameStack`` does.
 
 Training sees SB3's defaults (a lost life ends an episode, rewards clipped to their sign).
 Explaining plays full games (all lives, raw rewards), capped at :data:`MAX_EPISODE_STEPS` agent
-steps so a weak agent that never presses FIRE cannot stall a run.
+steps so a weak agent cannot stall a run; every life starts with FIRE as it did in training
+(:class:`FireOnLifeLoss`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,38 @@ class FrameStack(gym.ObservationWrapper):
         return self._stack.copy()
 
 
+class FireOnLifeLoss(gym.Wrapper):
+    """After a lost life (not the last), play NOOP, FIRE, RIGHT for the agent, as in training.
+
+    SB3 trains Atari agents with ``EpisodicLifeEnv`` + ``FireResetEnv``: every life starts with a
+    no-op, FIRE and RIGHT that the agent never chooses, so it never learns to press FIRE itself.
+    In a full game a greedy agent would then wait forever after its first lost life (seen: 27,000
+    steps of nothing). This wrapper gives every life the start it had in training; the rewards of
+    those steps count for the step that lost the life.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives = 0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        if 0 < lives < self.lives and not (terminated or truncated):
+            for forced in (0, 1, 2):  # EpisodicLifeEnv.reset's no-op, then FireResetEnv's FIRE and RIGHT
+                obs, extra, terminated, truncated, info = self.env.step(forced)
+                reward += extra
+                if terminated or truncated:
+                    break
+        self.lives = lives
+        return obs, reward, terminated, truncated, info
+
+
 def make_env(
     env_id: str,
     *,
@@ -110,6 +143,7 @@ def make_env(
     max_episode_steps: int | None = MAX_EPISODE_STEPS,
     wrapper_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
+    fire_on_life_loss: bool | None = None,
 ) -> gym.Env:
     """The Atari env in SB3's convention, as one gymnasium env yielding (84, 84, 4) uint8.
 
@@ -120,6 +154,8 @@ def make_env(
         training defaults (a lost life ends the episode, rewards clipped).
     :param max_episode_steps: cap in agent steps (None: no cap beyond the game's own).
     :param wrapper_kwargs: overrides for ``AtariWrapper`` (an rl-zoo config's ``env_wrapper`` args).
+    :param fire_on_life_loss: in full games of FIRE games, start every life as training did
+        (:class:`FireOnLifeLoss`); default: ``full_games``.
     """
     from stable_baselines3.common.atari_wrappers import AtariWrapper
 
@@ -128,6 +164,9 @@ def make_env(
     kwargs: dict[str, Any] = {"terminal_on_life_loss": not full_games, "clip_reward": not full_games}
     kwargs.update(wrapper_kwargs or {})
     env = AtariWrapper(env, **kwargs)
+    if (full_games if fire_on_life_loss is None else fire_on_life_loss) and \
+            "FIRE" in env.unwrapped.get_action_meanings() and not kwargs["terminal_on_life_loss"]:
+        env = FireOnLifeLoss(env)
     if max_episode_steps:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
     if frame_stack > 1:

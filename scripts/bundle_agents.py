@@ -57,26 +57,31 @@ def write_model_card(folder: Path) -> None:
         f"`total_timesteps={last['total_timesteps']}`:",
         "",
         "```",
-        last["command"],
+        *dict.fromkeys(c["command"] for c in cards),  # the first start, then any resumes
         "```",
         "",
+        *(["The second command resumed the run from its newest checkpoint: weights, target network and optimizer "
+           "state reloaded, the replay buffer (not saved) refilled before learning went on.", ""]
+          if len({c["command"] for c in cards}) > 1 else []),
         "Preprocessing: " + ", ".join(f"{k}={v}" for k, v in last["preprocessing"].items()) + ".",
         "Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in last["hyperparameters"].items()) + ".",
         "",
         f"Evaluation: {ev['games']} full games (all lives, raw score, at most {ev['max_episode_steps']} agent steps), "
         f"{ev['policy']}, game seeds {ev['seed']}..{ev['seed'] + ev['games'] - 1}; a uniformly random policy on the "
-        f"same games scores {ev['random_mean_return']:.1f}.",
+        f"same games scores {ev['random_mean_return']:.1f}."
+        + ("" if ev.get("fire_on_life_loss") else " In these games the agent had to press FIRE itself after a lost "
+           "life (epsilon makes it happen); rlexplain's full-game envs now start every life with FIRE as training did."),
         "",
         *([f"The run was planned for {last['total_timesteps']:,} steps and stopped after {last['timesteps']:,} "
            f"when its session's time ran out; DQN's only schedule, the exploration rate (10% of the planned total), "
            f"had long reached its final value.", ""] if last["timesteps"] < last["total_timesteps"] else []),
-        "| checkpoint | steps | mean return | std | wall time (s) |",
-        "|---|---:|---:|---:|---:|",
+        "| checkpoint | steps | mean return | std |",
+        "|---|---:|---:|---:|",
     ]
     for c in cards:
         e = c["evaluation"]
         lines.append(f"| rl_model_{c['timesteps']}_steps.zip | {c['timesteps']:,} | {e['mean_return']:.1f} | "
-                     f"{e['std_return']:.1f} | {c['wall_time_s']:.0f} |")
+                     f"{e['std_return']:.1f} |")
     lines += ["", "The zips are light: no optimizer state and no target network (rebuilt from the online network "
               "by `rlexplain.load_agent`). Each `.json` beside a zip is its full card (per-game returns, "
               "versions, sha256)."]

@@ -127,7 +127,8 @@ class Checkpointer:
             "hyperparameters": self.hp,
             "light": args.light,
             "evaluation": {
-                "games": len(returns), "full_games": True, "max_episode_steps": args.eval_max_steps,
+                "games": len(returns), "full_games": True, "fire_on_life_loss": True,
+                "max_episode_steps": args.eval_max_steps,
                 "policy": f"epsilon-greedy, epsilon={EVAL_EPSILON}" if args.algo == "dqn" else "greedy (mode)",
                 "seed": 10_000,
                 "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,

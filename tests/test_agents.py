@@ -255,3 +255,20 @@ def test_qrdqn_agent_is_explained_through_the_mean_over_quantiles(tmp_path):
     np.testing.assert_allclose(agent.outputs(obs), quantiles.mean(1).numpy(), rtol=1e-5, atol=1e-6)
     assert np.array_equal(agent.act(obs), quantiles.mean(1).argmax(1).numpy())
     assert rlexplain.explain(agent, obs, "contrastive").shape == obs.shape
+
+
+def test_full_games_start_every_life_with_fire_as_training_did():
+    env = envs.make_env("Breakout", seed=0, max_episode_steps=5000)
+    env.reset(seed=0)
+    steps, terminated, truncated = 0, False, False
+    while not (terminated or truncated):
+        _, _, terminated, truncated, _ = env.step(0)  # an agent that never presses FIRE
+        steps += 1
+    assert terminated and env.unwrapped.ale.lives() == 0 and steps < 5000
+    plain = envs.make_env("Breakout", seed=0, max_episode_steps=2000, fire_on_life_loss=False)
+    plain.reset(seed=0)
+    for _ in range(2000):
+        _, _, terminated, truncated, _ = plain.step(0)
+        if terminated or truncated:
+            break
+    assert truncated and plain.unwrapped.ale.lives() > 0  # without it, the game waits for FIRE forever
