@@ -23,7 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from rlexplain import envs
-from rlexplain.checkpoints import CheckpointError, guess_algorithm, load_model, read_zip, steps_from_name
+from rlexplain.checkpoints import (
+    ACTING_OBJECTS,
+    CheckpointError,
+    build_model,
+    guess_algorithm,
+    policy_observation_space,
+    read_zip,
+    steps_from_name,
+)
 from rlexplain.lrp.engine import Chain
 
 #: Epsilon of a DQN agent acting stochastically: a small fixed value, never the exploration rate
@@ -467,7 +475,7 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None) 
     path, meta = resolve_spec(spec)
     card = _read_card(path)
     try:
-        data = read_zip(path, _ACT_ONLY)[0]
+        data, params, variables = read_zip(path, ACTING_OBJECTS)
         algorithm = algorithm or guess_algorithm(data, path)
     except CheckpointError as exc:
         raise AgentError(str(exc)) from exc
@@ -482,14 +490,16 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None) 
     try:
         if env_obj is not None:
             _check_fit(data, env_obj, env_id, path)
-        model = load_model(path, algo=algorithm, observation_space=getattr(env_obj, "observation_space", None),
-                           action_space=getattr(env_obj, "action_space", None))
+            # the env's spaces replace the pickled ones (which may not even unpickle here)
+            data.update(observation_space=policy_observation_space(env_obj.observation_space),
+                        action_space=env_obj.action_space)
+        timesteps = steps_from_name(path) or (card or {}).get("timesteps") or int(data.get("num_timesteps", 0)) or None
+        model = build_model(path, data, params, variables, algorithm)
     except CheckpointError as exc:
         raise AgentError(str(exc)) from exc
     finally:
         if env_obj is not None and not given_env:
             env_obj.close()
-    timesteps = steps_from_name(path) or (card or {}).get("timesteps") or int(data.get("num_timesteps", 0)) or None
     name = meta.get("name") or path.stem
     if name.startswith("rl_model_"):
         name = f"{path.parent.name}@{timesteps}" if timesteps else path.parent.name
@@ -497,14 +507,8 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None) 
                       card=card, frame_stack=frame_stack, wrapper_kwargs=wrapper_kwargs)
 
 
-_ACT_ONLY = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
-             "exploration_schedule": lambda _: 0.0}
-
-
 def _check_fit(data: dict, env_obj: Any, env_id: str | None, path: Path) -> None:
     """Compare the zip's own spaces (when they unpickle here) with the env's, before building anything."""
-    from rlexplain.checkpoints import policy_observation_space
-
     where = env_id or "the env"
     n, want = getattr(data.get("action_space"), "n", None), getattr(env_obj.action_space, "n", None)
     if n is not None and want is not None and int(n) != int(want):

@@ -199,6 +199,11 @@ def guess_algorithm(data: dict[str, Any], path: str | Path = "") -> str:
     raise CheckpointError(f"cannot tell which algorithm saved {path}; pass algo='dqn'|'ppo'|'a2c'|'qrdqn'")
 
 
+#: What an agent that only acts needs instead of the saved schedules (rl-zoo's enjoy does the same).
+ACTING_OBJECTS: dict[str, Any] = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0,
+                                  "exploration_schedule": lambda _: 0.0}
+
+
 def load_model(
     path: str | Path,
     env=None,
@@ -213,23 +218,23 @@ def load_model(
     :param env: a VecEnv/gym env to attach (needed to resume training).
     :param algo: ``dqn``/``ppo``/``a2c``/``qrdqn``; guessed from the zip when None.
     :param for_training: keep the saved schedules (resume); otherwise they are replaced by
-        constants, as rl-zoo does when enjoying, since an agent that only acts never needs them.
+        constants (:data:`ACTING_OBJECTS`), since an agent that only acts never needs them.
     :param observation_space, action_space: spaces to use instead of the pickled ones (taken from
         ``env`` when given); required when the zip's spaces cannot be unpickled here.
     """
     if env is not None:
         observation_space = observation_space or env.observation_space
         action_space = action_space or env.action_space
+    custom: dict[str, Any] = {} if for_training else dict(ACTING_OBJECTS)
     if observation_space is not None:
-        observation_space = policy_observation_space(observation_space)
-    custom: dict[str, Any] = {}
-    if not for_training:
-        custom.update(
-            learning_rate=0.0, lr_schedule=lambda _: 0.0, clip_range=lambda _: 0.0, exploration_schedule=lambda _: 0.0
-        )
-    if observation_space is not None:
-        custom.update(observation_space=observation_space, action_space=action_space)
+        custom.update(observation_space=policy_observation_space(observation_space), action_space=action_space)
     data, params, variables = read_zip(path, custom)
+    return build_model(path, data, params, variables, algo, env=env, for_training=for_training)
+
+
+def build_model(path: str | Path, data: dict[str, Any], params: dict[str, Any], variables: dict[str, Any] | None,
+                algo: str | None = None, *, env=None, for_training: bool = False):
+    """The SB3 model of an already read zip (:func:`read_zip`); ``data`` is modified."""
     for key in ("observation_space", "action_space"):
         if key not in data:
             raise CheckpointError(
