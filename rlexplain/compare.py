@@ -197,10 +197,8 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
         ref = load_agent(reference, env=env_id) if reference else agents[-1]
         state_data = collect_states(ref, env_id, n_states, seed, progress=progress)
         state_data.update(env_id=np.array(env_id), seed=np.array(seed), reference=np.array(str(ref.path)))
-        save_states(out / "states.npz", state_data, env_id, seed, str(ref.path))
-    if states is not None:
-        save_states(out / "states.npz", state_data, env_id, int(state_data.get("seed", seed)),
-                    str(state_data.get("reference", "")))
+    save_states(out / "states.npz", state_data, env_id, int(state_data.get("seed", seed)),
+                str(state_data.get("reference", "")))
     objects = extractor_for(env_id)
     frame_stack = state_data["obs"].shape[-1]
     masks = [objects.masks(list(r), frame_stack) for r in state_data["ram"]] if objects else None
@@ -214,7 +212,10 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
                                         for i in range(0, len(state_data["obs"]), 64)])
             maps.append(relevance)
             per_state = [stats.step_statistics(r, masks[i] if masks else None) for i, r in enumerate(relevance)]
-            means = stats.mean_columns(per_state, ["share_", "density_", "frame_share_", "entropy"])
+            running = stats.RunningMeans(["share_", "density_", "frame_share_", "entropy"])
+            for row in per_state:
+                running.update(row)
+            means = running.means()
             if not objects:  # no object categories for this game: shares per grid row, top to bottom
                 rows_share = np.array([[sum(row[f"grid_share_{r}_{c}"] for c in range(stats.DEFAULT_GRID[1]))
                                         for r in range(stats.DEFAULT_GRID[0])] for row in per_state])

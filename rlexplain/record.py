@@ -371,16 +371,17 @@ class _Recorder:
         self.columns = BASE_COLUMNS + [f"value_{n}" for n in names] + list(
             stats.step_statistics(np.zeros((84, 84, agent.frame_stack), np.float32),
                                   objects.masks(None, agent.frame_stack) if objects else None).keys()) + ["colour_scale"]
+        method = explainer.describe()
         self.summary: dict[str, Any] = {
             "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
             "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(),
-            "method": explainer.describe(), "composite": explainer.describe().get("name", explainer.describe()["method"]),
+            "method": method, "composite": method.get("name", method["method"]),
             "target": target, "deterministic": deterministic,
             "colour_scale": {"kind": "peak-hold of the 99.5th percentile of |R| summed over the stacked frames",
                              "decay": self.colour.decay, "quantile": self.colour.quantile},
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
-            "notes": _method_notes(explainer),
+            "notes": _method_notes(method),
             "versions": versions(), "episodes": [],
         }
         self._csv_file = None
@@ -414,7 +415,7 @@ class _Recorder:
             while True:
                 explanation = self.explainer.step(obs, self.deterministic, self.target)
                 a = int(explanation.actions[0])
-                relevance = explanation.relevance[0] if np.ndim(obs) == 4 else explanation.relevance
+                relevance = explanation.relevance  # one observation: no batch axis
                 chosen_map = relevance[a] if self.target == "all" else relevance
                 frame = ale.getScreenRGB()
                 ram = ale.getRAM().copy()
@@ -507,10 +508,10 @@ class _Recorder:
             pass  # e.g. a full disk: the "running" summary and everything flushed before stay on disk
 
 
-def _method_notes(explainer: Explainer) -> list[str]:
-    """Caveats of the chosen method that change how the statistics read."""
+def _method_notes(method: dict) -> list[str]:
+    """Caveats of the chosen method (``Explainer.describe()``) that change how the statistics read."""
     notes = []
-    rules = list(explainer.describe().get("assigned", {}).values())
+    rules = list(method.get("assigned", {}).values())
     if rules and rules[0].startswith("Flat"):
         notes.append("the first layer uses the Flat rule, which spreads relevance uniformly over each receptive "
                      "field without looking at the input: all stacked frames get the same map, so frame_share_* "

@@ -122,18 +122,6 @@ def step_statistics(relevance: np.ndarray, masks: Mapping[str, np.ndarray] | Non
     return row
 
 
-def mean_columns(rows: Sequence[Mapping[str, float]], prefixes: Sequence[str]) -> dict[str, float]:
-    """NaN-aware means of the columns starting with any of ``prefixes``."""
-    out = {}
-    if not rows:
-        return out
-    for key in rows[0]:
-        if any(key.startswith(p) for p in prefixes):
-            values = np.array([float(r[key]) for r in rows if r.get(key) not in ("", None)], dtype=np.float64)
-            out[key] = float(np.nanmean(values)) if values.size and not np.all(np.isnan(values)) else float("nan")
-    return out
-
-
 class RunningMeans:
     """NaN-aware means of the columns starting with any of ``prefixes``, without keeping the rows."""
 
