@@ -20,8 +20,6 @@ from rlexplain.lrp.composites import METHODS
 def _record(args: argparse.Namespace) -> int:
     from rlexplain.record import record
 
-    if args.env is None and args.agent is None:
-        raise ValueError("give --env (e.g. --env Breakout) or --agent")
     result = record(args.env, args.agent, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
                     composite=args.composite, action=args.action, deterministic=args.deterministic, fps=args.fps,
                     gif=args.gif, out=args.out, force=args.force, show_frames=args.frames, boxes=args.boxes,

@@ -134,6 +134,11 @@ class FireOnLifeLoss(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def _wrapper_kwargs(full_games: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """AtariWrapper arguments: SB3's training defaults, or full games (all lives, raw rewards), then overrides."""
+    return {"terminal_on_life_loss": not full_games, "clip_reward": not full_games, **(overrides or {})}
+
+
 def make_env(
     env_id: str,
     *,
@@ -161,8 +166,7 @@ def make_env(
 
     env_id = resolve_env_id(env_id)
     env = gym.make(env_id, render_mode=render_mode)
-    kwargs: dict[str, Any] = {"terminal_on_life_loss": not full_games, "clip_reward": not full_games}
-    kwargs.update(wrapper_kwargs or {})
+    kwargs = _wrapper_kwargs(full_games, wrapper_kwargs)
     env = AtariWrapper(env, **kwargs)
     if (full_games if fire_on_life_loss is None else fire_on_life_loss) and \
             "FIRE" in env.unwrapped.get_action_meanings() and not kwargs["terminal_on_life_loss"]:
@@ -198,8 +202,7 @@ def make_vec_env(
     from stable_baselines3.common.vec_env import VecFrameStack
 
     env_id = resolve_env_id(env_id)
-    kwargs: dict[str, Any] = {"terminal_on_life_loss": not full_games, "clip_reward": not full_games}
-    kwargs.update(wrapper_kwargs or {})
+    kwargs = _wrapper_kwargs(full_games, wrapper_kwargs)
     env_kwargs = {"max_episode_steps": max_episode_steps * FRAME_SKIP} if max_episode_steps else None
     venv = make_atari_env(
         env_id, n_envs=n_envs, seed=seed, wrapper_kwargs=kwargs, env_kwargs=env_kwargs, monitor_dir=monitor_dir

@@ -314,7 +314,7 @@ def record(env: str | None = None, agent: str | Agent | None = None, *, episodes
         raise RecordError("episodes, max_steps and fps must be positive")
     if agent is None:
         if env is None:
-            raise RecordError("give --env or --agent")
+            raise RecordError("give --env (e.g. --env Breakout) or --agent")
         agent = default_agent_for(envs.resolve_env_id(env))
         if agent is None:
             raise RecordError(f"no bundled agent for {envs.game_name(envs.resolve_env_id(env))}; pass --agent "

@@ -73,17 +73,22 @@ def test_same_seed_and_agent_give_identical_actions_and_relevance(tmp_path, agen
     np.testing.assert_array_equal(load_maps(runs[0], 0)["relevance"], load_maps(runs[1], 0)["relevance"])
 
 
-def test_interrupted_run_keeps_its_video_rows_and_says_interrupted(tmp_path, agent, monkeypatch):
+def fail_on_call(monkeypatch, owner, name: str, n: int, error: BaseException) -> None:
+    """Make the ``n``-th call of ``owner.name`` raise ``error`` (earlier calls run as usual)."""
+    original = getattr(owner, name)
     calls = {"n": 0}
-    original = Explainer.step
 
-    def stop_at_30(self, *args, **kwargs):
+    def failing(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 31:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
+        if calls["n"] == n:
+            raise error
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(Explainer, "step", stop_at_30)
+    monkeypatch.setattr(owner, name, failing)
+
+
+def test_interrupted_run_keeps_its_video_rows_and_says_interrupted(tmp_path, agent, monkeypatch):
+    fail_on_call(monkeypatch, Explainer, "step", 31, KeyboardInterrupt())
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         record("Breakout", agent, max_steps=100, out=out, progress=False)
@@ -155,16 +160,8 @@ def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted
 
     from rlexplain import stats
 
-    calls = {"n": 0}
-    original = stats.step_statistics
-
-    def disk_full_at_21(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 22:  # one call lists the columns, then one per step: step 21 fails
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(stats, "step_statistics", disk_full_at_21)
+    # one call lists the columns, then one per step: step 21 fails
+    fail_on_call(monkeypatch, stats, "step_statistics", 22, OSError(errno.ENOSPC, "No space left on device"))
     out = tmp_path / "run"
     with pytest.raises(OSError):
         record("Breakout", agent, max_steps=60, out=out, progress=False)
