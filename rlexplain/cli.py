@@ -14,16 +14,19 @@ import sys
 from collections.abc import Sequence
 
 from rlexplain import envs
-from rlexplain.lrp.composites import METHODS
+from rlexplain.errors import RLExplainError
+from rlexplain.explain import METHODS
 
 
 def _record(args: argparse.Namespace) -> int:
-    from rlexplain.record import record
+    from rlexplain.record import RecordOptions, record
 
-    result = record(args.env, args.agent, episodes=args.episodes, max_steps=args.max_steps, seed=args.seed,
-                    composite=args.composite, action=args.action, deterministic=args.deterministic, fps=args.fps,
-                    gif=args.gif, out=args.out, force=args.force, show_frames=args.frames, boxes=args.boxes,
-                    video=not args.no_video, progress=not args.quiet, command=["rlexplain", *sys.argv[1:]])
+    options = RecordOptions(episodes=args.episodes, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
+                            action=args.action, deterministic=args.deterministic, fps=args.fps, gif=args.gif,
+                            show_frames=args.frames, boxes=args.boxes, video=not args.no_video,
+                            progress=not args.quiet)
+    result = record(args.env, args.agent, options, out=args.out, force=args.force,
+                    command=["rlexplain", *sys.argv[1:]])
     s = result.summary
     for e in s["episodes"]:
         print(f"episode {e['episode']}: return {e['return']:g} in {e['length']} steps ({e.get('end', e['status'])})")
@@ -35,7 +38,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from rlexplain.plots import plot_run, summary_table
+    from rlexplain.report.plots import plot_run, summary_table
 
     out = plot_run(args.run_dir)
     print(summary_table(args.run_dir))
@@ -45,12 +48,14 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from rlexplain.compare import compare
+    from rlexplain.report import compare_report
 
     result = compare(args.env, args.checkpoints or None, out=args.out, states=args.states, n_states=args.n_states,
                      games=args.games, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
                      reference=args.reference, force=args.force, progress=not args.quiet)
+    page = compare_report.write(result, video=not args.no_video)
     print(result.table())
-    print(f"report: {result.out / 'report.html'}")
+    print(f"report: {page}")
     return 0
 
 
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
     c.add_argument("--reference", help="checkpoint whose play collects the states (default: the last)")
     c.add_argument("--force", action="store_true")
+    c.add_argument("--no-video", action="store_true", help="no states.mp4")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_compare)
 
@@ -136,9 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rlexplain: interrupted; everything written so far is kept", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError, TypeError) as exc:
-        # our errors are one line saying what was wrong and what would be right
+    except (RLExplainError, OSError) as exc:
+        # our errors are one line saying what was wrong and what would be right; anything else is a
+        # bug and keeps its traceback
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message = f"{message}: {exc.filename}"
         print(f"rlexplain: error: {message}", file=sys.stderr)
         return 2
 

@@ -15,13 +15,14 @@ Output folder:
 ``similarity.png``      mean Spearman rank correlation of the relevance maps between checkpoints
 ``states.mp4``          the states side by side, each checkpoint's heatmap normalised on its own
 ``report.html``         everything above in one page that opens without a server
+
+The computation is here; the figures, video and page are drawn by :mod:`rlexplain.report.compare_report`.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
-import html
 import json
 import zipfile
 from collections.abc import Sequence
@@ -31,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlexplain import envs, render, stats
-from rlexplain.agents import Agent, AgentError, bundled_agents_dir, checkpoint_series, default_agent_for, load_agent
-from rlexplain.checkpoints import steps_from_name
-from rlexplain.evaluate import play_games
+from rlexplain import envs, runs, stats
+from rlexplain.agents import Agent, bundled_agents_dir, checkpoint_series, default_agent_for, load_agent
+from rlexplain.agents.checkpoints import steps_from_name
+from rlexplain.errors import CompareError
 from rlexplain.explain import Explainer
+from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for
-from rlexplain.record import RecordError, prepare_run_dir, versions, write_json_atomically
 
 
 @dataclass
@@ -46,17 +47,25 @@ class CompareResult:
 
     out: Path
     rows: list[dict] = field(default_factory=list)
+    #: mean rank correlation (average ranks) between the checkpoints' maps on the fixed states
+    similarity: np.ndarray | None = None
+    #: the comparison's settings and provenance (``compare.json`` without the rows)
+    meta: dict = field(default_factory=dict)
+    #: the fixed states (``obs``, ``frames``, ``ram``, ...) as saved in ``states.npz``
+    states: dict = field(default_factory=dict, repr=False)
+    #: each checkpoint's relevance maps on the states, in row order
+    maps: list = field(default_factory=list, repr=False)
 
     def table(self) -> str:
         keys = ["timesteps", "mean_return"] + [k for k in self.rows[0] if k.startswith("share_")]
         width = max(len(Path(r["checkpoint"]).name) for r in self.rows)
         lines = [f"{'checkpoint':<{width}s}  " + "  ".join(f"{k:>12s}" for k in keys)]
         for row in self.rows:
-            lines.append(f"{Path(row['checkpoint']).name:<{width}s}  " + "  ".join(f"{_fmt(row[k]):>12s}" for k in keys))
+            lines.append(f"{Path(row['checkpoint']).name:<{width}s}  " + "  ".join(f"{format_value(row[k]):>12s}" for k in keys))
         return "\n".join(lines)
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
@@ -69,7 +78,7 @@ def checkpoint_steps(path: Path) -> int:
         with zipfile.ZipFile(path) as archive:
             return int(json.loads(archive.read("data")).get("num_timesteps", 0))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise AgentError(f"{path}: cannot read its training steps ({exc}); is it an SB3 checkpoint?") from exc
+        raise CompareError(f"{path}: cannot read its training steps ({exc}); is it an SB3 checkpoint?") from exc
 
 
 def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) -> list[Path]:
@@ -77,10 +86,10 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
     their ``rl_model_*_steps.zip``; none given means the game's bundled series."""
     if not specs:
         if env_id is None:
-            raise RecordError("give --env or checkpoints")
+            raise CompareError("give --env or checkpoints")
         name = default_agent_for(env_id)
         if name is None:
-            raise RecordError(f"no bundled checkpoint series for {envs.game_name(env_id)}; pass checkpoints")
+            raise CompareError(f"no bundled checkpoint series for {envs.game_name(env_id)}; pass checkpoints")
         specs = [bundled_agents_dir() / name]
     paths: list[Path] = []
     for spec in specs:
@@ -88,12 +97,12 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
         if p.is_dir():
             found = checkpoint_series(p)
             if not found:
-                raise RecordError(f"no rl_model_*_steps.zip in {p}")
+                raise CompareError(f"no rl_model_*_steps.zip in {p}")
             paths += found
         elif p.is_file():
             paths.append(p)
         else:
-            raise RecordError(f"checkpoint not found: {p}")
+            raise CompareError(f"checkpoint not found: {p}")
     return sorted(dict.fromkeys(paths), key=checkpoint_steps)
 
 
@@ -142,31 +151,37 @@ def load_states(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path) as data:
             states = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RecordError(f"cannot read states file {path}: {exc}") from exc
+        raise CompareError(f"cannot read states file {path}: {exc}") from exc
     missing = {"obs", "frames", "ram", "env_id"} - set(states)
     if missing:
-        raise RecordError(f"{path} is not an rlexplain states file (missing {', '.join(sorted(missing))})")
+        raise CompareError(f"{path} is not an rlexplain states file (missing {', '.join(sorted(missing))})")
     return states
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over states of the rank correlation between two checkpoints' maps."""
-    def ranks(x):
-        flat = x.reshape(len(x), -1)
-        r = np.empty_like(flat, dtype=np.float32)
-        idx = np.argsort(flat, axis=1)
-        np.put_along_axis(r, idx, np.arange(flat.shape[1], dtype=np.float32)[None].repeat(len(flat), 0), axis=1)
-        return r - r.mean(1, keepdims=True)
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over states of Spearman's rank correlation between two sets of maps (N, ...).
 
-    ra, rb = ranks(a), ranks(b)
-    corr = (ra * rb).sum(1) / (np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1) + 1e-12)
-    return float(corr.mean())
+    Ranks are average ranks (ties share the mean of their positions), as Spearman's coefficient is
+    defined: LRP maps are full of ties (exact zeros under z+, equal values under Flat), and ranking
+    ties arbitrarily would invent correlation. A state where either map is constant counts as NaN
+    and is left out of the mean.
+    """
+    from scipy.stats import rankdata
+
+    ra = rankdata(a.reshape(len(a), -1), axis=1)
+    rb = rankdata(b.reshape(len(b), -1), axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    norm = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(norm > 0, (ra * rb).sum(1) / norm, np.nan)
+    return float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
 
 
 def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = None, *, out: str | Path | None = None,
             states: str | Path | None = None, n_states: int = 200, games: int = 2, max_steps: int = 10_000,
             seed: int = 0, composite: str = "epsilon_plus_flat", reference: str | Path | None = None,
-            force: bool = False, video: bool = True, progress: bool = True) -> CompareResult:
+            force: bool = False, progress: bool = True) -> CompareResult:
     """Explain several checkpoints on the same states and compare where they attend.
 
     :param env: the game (default: the checkpoints' own).
@@ -185,14 +200,14 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     agents = [load_agent(p, env=env_id) for p in paths]
     env_id = env_id or agents[-1].env_id
     if env_id is None:
-        raise RecordError("the checkpoints do not say which game they play; pass --env")
+        raise CompareError("the checkpoints do not say which game they play; pass --env")
     steps = [checkpoint_steps(p) for p in paths]
-    out = prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
+    out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
                           f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force)
     if states is not None:
         state_data = load_states(states)
         if str(state_data["env_id"]) != env_id:
-            raise RecordError(f"{states} holds states of {state_data['env_id']}, not {env_id}")
+            raise CompareError(f"{states} holds states of {state_data['env_id']}, not {env_id}")
     else:
         ref = load_agent(reference, env=env_id) if reference else agents[-1]
         state_data = collect_states(ref, env_id, n_states, seed, progress=progress)
@@ -217,42 +232,26 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
                 running.update(row)
             means = running.means()
             if not objects:  # no object categories for this game: shares per grid row, top to bottom
-                rows_share = np.array([[sum(row[f"grid_share_{r}_{c}"] for c in range(stats.DEFAULT_GRID[1]))
-                                        for r in range(stats.DEFAULT_GRID[0])] for row in per_state])
-                means.update({f"share_grid_row_{r}": float(np.nanmean(rows_share[:, r]))
-                              for r in range(stats.DEFAULT_GRID[0])})
-            policy = _stochastic_policy(agent, seed)
-            returns = play_games(policy, env_id, games, seed=seed + 1000, max_episode_steps=max_steps,
-                                 wrapper_kwargs=agent.wrapper_kwargs) if games > 0 else []
+                grid_rows = stats.grid_row_shares({k: np.array([row[k] for row in per_state]) for k in per_state[0]})
+                means.update({f"share_{name.replace(' ', '_')}": float(np.mean(v)) for name, v in grid_rows.items()})
+            agent.seed(seed)
+            returns = envs.play_games(lambda obs, agent=agent: agent.act(obs, deterministic=False), env_id, games,
+                                      seed=seed + 1000, max_episode_steps=max_steps, frame_stack=agent.frame_stack,
+                                      wrapper_kwargs=agent.wrapper_kwargs) if games > 0 else []
             rows.append({"checkpoint": str(path), "timesteps": n,
                          "mean_return": float(np.mean(returns)) if returns else float("nan"),
                          "returns": " ".join(f"{r:g}" for r in returns), **means})
     finally:
         torch.set_num_threads(previous_threads)
-    similarity = np.array([[_spearman(a, b) if i != j else 1.0 for j, b in enumerate(maps)]
-                           for i, a in enumerate(maps)])
+    similarity = np.array([[rank_correlation(a, b) for b in maps] for a in maps])
     _write_summary(out / "summary.csv", rows)
     np.savetxt(out / "similarity.csv", similarity, delimiter=",", fmt="%.4f")
-    _plots(out, rows, similarity, [Path(r["checkpoint"]).name for r in rows])
-    if video:
-        _video(out / "states.mp4", state_data, maps, [f"{n:,} steps" for n in steps])
     meta = {"env_id": env_id, "seed": seed, "composite": composite, "n_states": len(state_data["obs"]),
             "games": games, "max_steps": max_steps, "states_from": str(states) if states else "collected",
-            "reference": str(state_data.get("reference", "")), "versions": versions(),
+            "reference": str(state_data.get("reference", "")), "versions": runs.versions(),
             "categories": list(objects.categories) + ["other"] if objects else "grid rows"}
     write_json_atomically(out / "compare.json", {**meta, "checkpoints": rows, "similarity": similarity.tolist()})
-    _report(out, rows, similarity, meta, video)
-    return CompareResult(out, rows)
-
-
-def _stochastic_policy(agent: Agent, seed: int):
-    agent.seed(seed)
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return agent.choose(agent.network(agent.preprocess(obs)), deterministic=False)
-
-    return policy
+    return CompareResult(out, rows, similarity, meta, state_data, maps)
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:
@@ -264,92 +263,3 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _plots(out: Path, rows: list[dict], similarity: np.ndarray, labels: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["timesteps"] for r in rows]
-    shares = [k for k in rows[0] if k.startswith("share_")]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in shares:
-        ax.plot(steps, [r[key] for r in rows], "o-", label=key[len("share_"):])
-    ax.set(xlabel="training steps", ylabel="mean share of positive relevance on the fixed states",
-           title="where the agent attends, over training")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "shares_vs_steps.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, [r["mean_return"] for r in rows], "o-", color="tab:green")
-    ax.set(xlabel="training steps", ylabel="mean return (full games)", title="return over training")
-    fig.tight_layout()
-    fig.savefig(out / "return_vs_steps.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 1.0 * len(rows) + 2.5))
-    image = ax.imshow(similarity, vmin=-1, vmax=1, cmap="RdBu_r")
-    short = [f"{s:,}" for s in steps]
-    ax.set_xticks(range(len(rows)), short, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), short)
-    for (i, j), v in np.ndenumerate(similarity):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if abs(v) > 0.6 else "black")
-    ax.set_title("rank correlation of relevance maps\n(mean over the fixed states)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(out / "similarity.png", dpi=100)
-    plt.close(fig)
-
-
-def _video(path: Path, states: dict[str, np.ndarray], maps: list[np.ndarray], labels: list[str]) -> None:
-    import cv2
-
-    from rlexplain.record import VideoWriter
-
-    scales = [render.robust_max(m.sum(-1)) or 1.0 for m in maps]  # each checkpoint on its own scale
-    writer = VideoWriter(path, fps=5, gif=False)
-    try:
-        for i in range(len(states["obs"])):
-            panels = []
-            for m, scale, label in zip(maps, scales, labels):
-                panel = render.upscale(render.overlay(states["frames"][i], render.to_native(m[i].sum(-1)), scale), 2)
-                panel = np.ascontiguousarray(np.vstack([np.zeros((24, panel.shape[1], 3), np.uint8), panel]))
-                cv2.putText(panel, label, (6, 17), render.FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-                panels.append(panel)
-            frame = np.hstack(panels)
-            h, w = frame.shape[:2]
-            canvas = np.zeros(((h + 15) // 16 * 16, (w + 15) // 16 * 16, 3), np.uint8)
-            canvas[:h, :w] = frame
-            writer.write(canvas)
-    finally:
-        writer.close()
-
-
-def _report(out: Path, rows: list[dict], similarity: np.ndarray, meta: dict, video: bool) -> None:
-    keys = ["timesteps", "mean_return", "returns"] + [k for k in rows[0] if k.startswith(("share_", "density_"))]
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["checkpoint"] + keys)
-    body = "".join("<tr><td>" + html.escape(Path(r["checkpoint"]).name) + "</td>" +
-                   "".join(f"<td>{html.escape(_fmt(r.get(k, '')))}</td>" for k in keys) + "</tr>" for r in rows)
-    video_html = ('<h2>The same states, each checkpoint\'s relevance</h2><video src="states.mp4" controls loop '
-                  'width="100%"></video><p>Each checkpoint\'s heatmap is normalised on its own scale (Q-values '
-                  'grow over training); red/yellow: evidence for the chosen action, blue: against.</p>'
-                  if video else "")
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>rlexplain: checkpoints on {html.escape(meta['env_id'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}}img{{max-width:49%}}</style></head>
-<body><h1>Checkpoints compared on {html.escape(meta['env_id'])}</h1>
-<p>{meta['n_states']} fixed states ({html.escape(meta['states_from'])}; reference policy
-{html.escape(meta['reference'])}), seed {meta['seed']}, method {html.escape(meta['composite'])};
-each checkpoint also played {meta['games']} full games (at most {meta['max_steps']} steps) for its return.
-Shares are fractions of each state's positive relevance on the objects read from RAM
-({html.escape(str(meta['categories']))}), averaged over the states; density = share / area share.</p>
-<div style="overflow-x:auto"><table><tr>{head}</tr>{body}</table></div>
-<p><img src="shares_vs_steps.png"> <img src="return_vs_steps.png"></p>
-<p><img src="similarity.png"></p>
-{video_html}
-<p>Files: <a href="summary.csv">summary.csv</a>, <a href="similarity.csv">similarity.csv</a>,
-<a href="compare.json">compare.json</a>, <a href="states.npz">states.npz</a> (reuse with --states).</p>
-</body></html>
-"""
-    (out / "report.html").write_text(page)

@@ -1,4 +1,4 @@
-"""Game names -> env ids, and the one Atari env factory that training and explaining share.
+"""Game names -> env ids, the one Atari env factory that training and explaining share, and playing games.
 
 The preprocessing is SB3's Atari convention (the one rl-zoo trains with): the ``NoFrameskip-v4``
 game, :class:`stable_baselines3.common.atari_wrappers.AtariWrapper` (no-op reset, frame skip 4 with
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from rlexplain.errors import GameError
 
 FRAME_STACK = 4
 SCREEN_SIZE = 84
@@ -52,12 +55,15 @@ def resolve_env_id(name: str) -> str:
     A bare game name means SB3's convention, ``<Game>NoFrameskip-v4``. A full id that is registered
     is returned unchanged.
 
-    :raises ValueError: for an unknown game, listing close matches.
+    :raises GameError: for an unknown game, listing close matches.
     """
     _register_ale()
     if name in gym.registry:
+        if "ale_py" not in str(gym.spec(name).entry_point):
+            raise GameError(f"{name!r} is not an Atari game: rlexplain explains agents of ALE games "
+                            f"(e.g. Breakout, Pong; see `rlexplain games`)")
         if gym.spec(name).kwargs.get("frameskip", 1) != 1:
-            raise ValueError(
+            raise GameError(
                 f"{name!r} skips frames itself; rlexplain follows SB3's Atari convention, "
                 f"use {game_name(name)}NoFrameskip-v4 (or just {game_name(name)!r})"
             )
@@ -70,7 +76,7 @@ def resolve_env_id(name: str) -> str:
         return f"{by_lower[key]}NoFrameskip-v4"
     close = difflib.get_close_matches(key, list(by_lower), n=4, cutoff=0.6)
     hint = f"did you mean {', '.join(by_lower[c] for c in close)}?" if close else "see `rlexplain games`."
-    raise ValueError(f"unknown Atari game {name!r}: {hint}")
+    raise GameError(f"unknown Atari game {name!r}: {hint}")
 
 
 def game_name(env_id: str) -> str:
@@ -210,3 +216,45 @@ def make_vec_env(
     return VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv
 
 
+
+
+#: A batch policy: uint8 observations (N, 84, 84, 4) -> actions (N,).
+BatchPolicy = Callable[[np.ndarray], np.ndarray]
+
+
+def play_games(
+    policy: BatchPolicy | None,
+    env_id: str,
+    n_games: int = 10,
+    *,
+    seed: int = 0,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+    frame_stack: int = FRAME_STACK,
+    wrapper_kwargs: dict[str, Any] | None = None,
+) -> list[float]:
+    """Play ``n_games`` full games side by side and return their (unclipped) scores.
+
+    Game ``k`` is seeded with ``seed + k``, so two policies evaluated with the same seed start from
+    the same no-op resets. ``policy=None`` plays uniformly random actions (the usual baseline).
+    """
+    games = [make_env(env_id, max_episode_steps=max_episode_steps, frame_stack=frame_stack,
+                      wrapper_kwargs=wrapper_kwargs) for _ in range(n_games)]
+    rng = np.random.default_rng(seed)
+    obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(games)]) if games else None
+    returns = np.zeros(n_games)
+    running = np.ones(n_games, dtype=bool)
+    while running.any():
+        idx = np.flatnonzero(running)
+        if policy is None:
+            actions = rng.integers(games[0].action_space.n, size=len(idx))
+        else:
+            actions = np.asarray(policy(obs[idx])).reshape(-1)
+        for i, a in zip(idx, actions):
+            o, r, terminated, truncated, _ = games[i].step(int(a))
+            returns[i] += r
+            obs[i] = o
+            if terminated or truncated:
+                running[i] = False
+    for env in games:
+        env.close()
+    return returns.tolist()

@@ -1,50 +1,105 @@
-"""Explaining an agent's decisions: which output (target) and which method, for one or many frames.
+"""Explaining an agent's decisions: which output (the target), which method, for one or many frames.
 
-Targets (``action=``):
+Targets (``action=`` in :func:`explain`, ``--action`` on the command line), parsed in one place,
+:func:`parse_target`:
 
-* ``None`` -- the greedy action (argmax of Q-values, mean quantiles or logits);
-* an int, or one int per observation -- that action;
+* ``None`` / ``"chosen"`` -- the agent's action: the greedy one in :func:`explain`, the one it
+  actually took (possibly sampled) in :meth:`Explainer.step` and ``record``;
+* an int, a digit string or an action name (``"LEFT"``, any case) -- that action; a sequence of
+  ints -- one action per observation;
 * ``"all"`` -- every action, in one batched call (an action axis after the batch axis);
-* ``"contrastive"`` -- the greedy action against the mean of the others, ``y_a - mean_{b != a} y_b``;
+* ``"contrastive"`` -- the chosen action against the mean of the others, ``y_a - mean_{b != a} y_b``;
 * ``"value"`` -- the state value of PPO/A2C.
 
-LRP starts from the explained output's value (``weights * outputs``, e.g. one-hot times the
-Q-values), so for conservative rules on bias-free networks the relevance sums to ``Q(s, a)``.
-The gradient methods return the input gradient of the same target ``weights . outputs``.
+Methods (``composite=``): the LRP composites of :mod:`rlexplain.lrp.composites` and the
+non-LRP methods of :mod:`rlexplain.methods`, in one registry, :data:`METHODS`. LRP starts from
+the explained output's value (``weights * outputs``), so for conservative rules on bias-free
+networks the relevance sums to ``Q(s, a)``; the gradient methods return the input gradient of
+the same ``weights . outputs``.
+
+An :class:`Explainer` explains the network as it was when the Explainer was made (it keeps a
+frozen copy); :func:`explain` makes a new one on every call, so it always follows ``agent.network``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from rlexplain.agents import Agent, AgentError
-from rlexplain.lrp.composites import Composite, UserMapping
-from rlexplain.lrp.engine import Method, make_method
+from rlexplain.agents import Agent
+from rlexplain.errors import AgentError, MethodError, TargetError
+from rlexplain.lrp.composites import COMPOSITES, Composite, UserMapping
+from rlexplain.lrp.engine import LRP
+from rlexplain.methods.gradient import Gradient
 
-Target = None | int | Sequence[int] | np.ndarray | str
-TARGET_MODES = ("chosen", "all", "contrastive", "value")
+# -- targets -----------------------------------------------------------------------------------------
+TARGET_MODES = ("chosen", "action", "all", "contrastive", "value")
+TargetSpec = None | int | str | Sequence[int] | np.ndarray
 
 
-@dataclass
-class Explanation:
-    """One explained batch.
+@dataclass(frozen=True)
+class Target:
+    """A parsed target: ``mode`` is one of :data:`TARGET_MODES`; ``actions`` holds the fixed
+    action (a scalar) or one per observation for ``mode == "action"``, else None."""
 
-    :ivar relevance: float32, the layout of the observations ((N, 84, 84, 4) from SB3's frame
-        stack), with an action axis after the batch axis for ``action="all"``.
-    :ivar outputs: the network's outputs (N, n_actions), or the value (N, 1) for ``"value"``.
-    :ivar actions: the explained (or chosen) action per observation (N,); -1 for ``"value"``.
-    :ivar target: the target mode: ``chosen``, ``all``, ``contrastive`` or ``value``.
+    mode: str
+    actions: np.ndarray | None = None
+
+    def label(self, action_names: Sequence[str]) -> str:
+        """A short label for summaries, folder names and video legends (``chosen``, ``LEFT``, ...)."""
+        if self.mode != "action":
+            return self.mode
+        if self.actions.ndim == 0:
+            return action_names[int(self.actions)]
+        return "per-observation actions"
+
+
+def parse_target(action: TargetSpec | Target, agent: Agent) -> Target:
+    """The one parser of targets (see the module docstring) for the API and the command line.
+
+    :raises TargetError: an unknown mode or action name, or an index outside the agent's actions.
     """
+    if isinstance(action, Target):
+        return action
+    if action is None:
+        return Target("chosen")
+    names = agent.action_names
+    if isinstance(action, str):
+        text = action.strip()
+        if text.lower() in ("chosen", "greedy"):
+            return Target("chosen")
+        if text.lower() in ("all", "contrastive", "value"):
+            mode = text.lower()
+            if mode == "value" and agent.value_network is None:
+                raise TargetError(f"{agent.algorithm.upper()} agent {agent.name} has no value head; explain an "
+                                  f"action instead (chosen, all, contrastive, an index or a name)")
+            if mode == "contrastive" and agent.n_actions < 2:
+                raise TargetError("a contrastive explanation needs at least two actions")
+            return Target(mode)
+        if text.lstrip("-").isdigit():
+            return Target("action", _check_indices(np.asarray(int(text)), agent))
+        upper = [n.upper() for n in names]
+        if text.upper() in upper:
+            return Target("action", np.asarray(upper.index(text.upper())))
+        raise TargetError(f"unknown action {action!r}: expected chosen, all, contrastive, value, an index "
+                          f"0..{agent.n_actions - 1} or an action name ({', '.join(names)})")
+    actions = np.asarray(action)
+    if actions.dtype.kind not in "iu" or actions.ndim > 1:
+        raise TargetError(f"unknown target {action!r}: expected None, 'chosen', 'all', 'contrastive', 'value', an "
+                          f"action index or name, or one index per observation")
+    return Target("action", _check_indices(actions.astype(np.int64), agent))
 
-    relevance: np.ndarray
-    outputs: np.ndarray
-    actions: np.ndarray
-    target: str
+
+def _check_indices(actions: np.ndarray, agent: Agent) -> np.ndarray:
+    bad = actions[(actions < 0) | (actions >= agent.n_actions)]
+    if bad.size:
+        raise TargetError(f"action {int(bad.ravel()[0])} out of range: agent {agent.name} has actions "
+                          f"0..{agent.n_actions - 1} ({', '.join(agent.action_names)})")
+    return actions
 
 
 def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:
@@ -56,117 +111,142 @@ def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:
         return torch.ones(n, 1)
     onehot = torch.nn.functional.one_hot(torch.as_tensor(actions, dtype=torch.long), n_outputs).float()
     if mode == "contrastive":
-        if n_outputs < 2:
-            raise AgentError("a contrastive explanation needs at least two actions")
         return onehot - (1 - onehot) / (n_outputs - 1)
     return onehot
+
+
+# -- methods ---------------------------------------------------------------------------------------
+Method = LRP | Gradient
+#: Methods that are not LRP composites: name -> factory(network, dtype, **params).
+OTHER_METHODS: dict[str, Callable[..., Method]] = {
+    "gradient": lambda network, dtype: Gradient(network, times_input=False, dtype=dtype),
+    "gradient_x_input": lambda network, dtype: Gradient(network, times_input=True, dtype=dtype),
+}
+#: Every method name accepted wherever a composite name is (``record --composite``, ``compare``, ...).
+METHODS: tuple[str, ...] = tuple(COMPOSITES) + tuple(OTHER_METHODS)
+
+
+def make_method(network: nn.Module, method: str | Composite | UserMapping = "epsilon_plus_flat",
+                rules: UserMapping | None = None, dtype: torch.dtype | None = None, **params) -> Method:
+    """An explanation method by name (:data:`METHODS`), a :class:`~rlexplain.lrp.Composite` or a rule mapping.
+
+    The method explains a frozen copy of ``network`` in ``dtype`` (None: the network's own).
+
+    :raises MethodError: an unknown name, or parameters the method does not take.
+    """
+    if isinstance(method, str) and method in OTHER_METHODS:
+        if rules or params:
+            raise MethodError(f"{method} takes no rules or parameters (got {', '.join(params) or 'rules'})")
+        return OTHER_METHODS[method](network, dtype)
+    if isinstance(method, str) and method not in COMPOSITES:
+        raise MethodError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    try:
+        return LRP(network, method, rules, dtype=dtype, **params)
+    except TypeError as exc:
+        if "unexpected keyword" not in str(exc):
+            raise
+        raise MethodError(f"{method} does not take these parameters: {exc}") from exc
+
+
+# -- explaining ------------------------------------------------------------------------------------
+@dataclass
+class Explanation:
+    """One explained batch.
+
+    :ivar relevance: float32, the layout of the observations ((N, 84, 84, 4) from SB3's frame
+        stack), with an action axis after the batch axis for ``action="all"``.
+    :ivar outputs: the network's outputs (N, n_actions) (float32).
+    :ivar actions: the action chosen (:meth:`Explainer.step`) or explained (:meth:`Explainer.explain`;
+        -1 for ``"value"``) per observation (N,).
+    :ivar target: the target mode: ``chosen``, ``action``, ``all``, ``contrastive`` or ``value``.
+    :ivar explained: the action whose output was explained, per observation (N,) (-1 for ``all`` / ``value``).
+    """
+
+    relevance: np.ndarray
+    outputs: np.ndarray
+    actions: np.ndarray
+    target: str
+    explained: np.ndarray | None = None
 
 
 class Explainer:
     """A reusable explainer for one agent and method: relevance, outputs and action in one pass.
 
+    It explains the agent's network as it is when the Explainer is made (a frozen copy, in
+    ``dtype``): make a new one after changing the network or its weights.
+
     :param agent: the agent.
-    :param composite: a composite name (``epsilon_plus_flat``, ...), ``gradient``,
-        ``gradient_x_input``, a :class:`~rlexplain.lrp.Composite`, or a ``{layer path or type: rule}`` mapping.
+    :param composite: a method name (:data:`METHODS`), a :class:`~rlexplain.lrp.Composite`, or a
+        ``{layer path or type: rule}`` mapping.
     :param rules: a ``{layer path or type: rule}`` mapping overriding the composite's choices.
     :param dtype: the working precision (``torch.float64`` for reference checks).
-    :param composite_kwargs: a named composite's parameters (``epsilon``, ``gamma``, ``low``, ``high``).
+    :param params: a method's parameters (``epsilon``, ``gamma``, ``low``, ``high`` for composites).
     """
 
     def __init__(self, agent: Agent, composite: str | Composite | UserMapping = "epsilon_plus_flat",
-                 rules: UserMapping | None = None, dtype: torch.dtype = torch.float32, **composite_kwargs) -> None:
+                 rules: UserMapping | None = None, dtype: torch.dtype = torch.float32, **params) -> None:
         self.agent = agent
         self.dtype = dtype
-        self.method: Method = make_method(agent.network, composite, rules, **composite_kwargs)
-        self._value_method: Method | None = None
-        self._spec = (composite, rules, composite_kwargs)
+        self.method: Method = make_method(agent.network, composite, rules, dtype, **params)
+        self._value_method: Method | None = (make_method(agent.value_network, composite, rules, dtype, **params)
+                                             if agent.value_network is not None else None)
 
     def describe(self) -> dict:
         """The method and its parameters, for summaries."""
         return self.method.describe()
 
-    def _value(self) -> Method:
-        if self.agent.value_network is None:
-            raise AgentError(f"{self.agent.algorithm.upper()} agent {self.agent.name} has no value head; "
-                             f"explain an action instead (action=None, an index, 'all' or 'contrastive')")
-        if self._value_method is None:
-            composite, rules, kwargs = self._spec
-            self._value_method = make_method(self.agent.value_network, composite, rules, **kwargs)
-        return self._value_method
+    def explain(self, obs: np.ndarray, action: TargetSpec | Target = None) -> Explanation:
+        """Explain ``action`` (see the module docstring; ``chosen`` is the greedy action) on one or many observations."""
+        target = parse_target(action, self.agent)
+        return self._explain(obs, target, acting=None)
 
-    def _input(self, obs: np.ndarray) -> Tensor:
-        return self.agent.preprocess(obs).to(self.dtype)
+    def step(self, obs: np.ndarray, deterministic: bool = True, target: TargetSpec | Target = "chosen") -> Explanation:
+        """Choose the agent's action on ``obs`` and explain ``target``, sharing one forward pass.
 
-    def explain(self, obs: np.ndarray, action: Target = None) -> Explanation:
-        """Explain ``action`` (see the module docstring) on a batch or a single observation."""
-        x = self._input(obs)
-        if isinstance(action, str):
-            if action not in ("all", "contrastive", "value"):
-                raise ValueError(f"unknown target {action!r}: expected None, an action index, one index per "
-                                 f"observation, 'all', 'contrastive' or 'value'")
-            mode = action
-        else:
-            mode = "chosen"
-        method = self._value() if mode == "value" else self.method
-        trace = method.forward(x)
-        outputs = trace.outputs.detach()
-        if mode == "value":
-            actions = np.full(len(x), -1)
-        elif action is None or mode in ("all", "contrastive"):
-            actions = outputs.argmax(-1).numpy()
-        else:
-            actions = self._check_actions(action, len(x))
-        weights = target_weights(mode, actions, outputs.shape[-1]).to(self.dtype)
-        relevance = method.relevance(trace, weights)
-        return Explanation(self.agent.to_observation_layout(relevance, obs), outputs.float().numpy(), actions, mode)
-
-    def step(self, obs: np.ndarray, deterministic: bool = True, target: str = "chosen") -> Explanation:
-        """Choose the agent's action on ``obs`` and explain it, sharing one forward pass.
-
-        :param target: ``chosen`` (the action taken), ``all``, ``contrastive`` (the action taken
-            against the others) or an action index as a string or int.
+        ``chosen`` (and ``contrastive``) then refer to the action taken, greedy or sampled.
         """
-        x = self._input(obs)
+        return self._explain(obs, parse_target(target, self.agent), acting=deterministic)
+
+    def _explain(self, obs: np.ndarray, target: Target, acting: bool | None) -> Explanation:
+        x = self.agent.preprocess(obs).to(self.dtype)
+        n = len(x)
+        if target.mode == "value":
+            if acting is not None:
+                raise TargetError("the value is explained with explain(), not while acting")
+            trace = self._value_method.forward(x)
+            outputs = trace.outputs.detach()
+            weights = target_weights("value", np.full(n, -1), 1)
+            relevance = self._value_method.relevance(trace, weights)
+            actions = np.full(n, -1)
+            return Explanation(self.agent.to_observation_layout(relevance, obs), outputs.float().cpu().numpy(),
+                               actions, "value", actions)
         trace = self.method.forward(x)
         outputs = trace.outputs.detach()
-        actions = self.agent.choose(outputs, deterministic)
-        if str(target).lstrip("-").isdigit():
-            mode, explained = "chosen", self._check_actions(int(target), len(x))
-        elif target in ("chosen", "all", "contrastive"):
-            mode, explained = target, actions
+        chosen = self.agent.choose(outputs.cpu(), True if acting is None else acting)
+        if target.mode == "action":
+            explained = np.broadcast_to(target.actions, (n,)).copy() if target.actions.ndim == 0 else target.actions
+            if explained.shape != (n,):
+                raise TargetError(f"got {explained.size} actions for {n} observations: give one, or one per observation")
         else:
-            raise ValueError(f"unknown target {target!r}: expected chosen, all, contrastive or an action index")
-        relevance = self.method.relevance(trace, target_weights(mode, explained, outputs.shape[-1]).to(self.dtype))
-        return Explanation(self.agent.to_observation_layout(relevance, obs), outputs.float().numpy(), actions, mode)
-
-    def _check_actions(self, action: int | Sequence[int] | np.ndarray, n: int) -> np.ndarray:
-        actions = np.full(n, action, dtype=np.int64) if np.ndim(action) == 0 else np.array(action, dtype=np.int64)
-        if actions.shape != (n,):
-            raise ValueError(f"got {actions.size} actions for {n} observations: give one int, or one per observation")
-        bad = actions[(actions < 0) | (actions >= self.agent.n_actions)]
-        if bad.size:
-            raise ValueError(f"action {int(bad[0])} out of range: agent {self.agent.name} has actions "
-                             f"0..{self.agent.n_actions - 1} ({', '.join(self.agent.action_names)})")
-        return actions
+            explained = chosen
+        relevance = self.method.relevance(trace, target_weights(target.mode, explained, outputs.shape[-1]))
+        actions = chosen if acting is not None else explained
+        return Explanation(self.agent.to_observation_layout(relevance, obs), outputs.float().cpu().numpy(), actions,
+                           target.mode, np.full(n, -1) if target.mode == "all" else explained)
 
 
-def explain(agent: Agent, obs: np.ndarray, action: Target = None, composite: str | Composite | UserMapping =
-            "epsilon_plus_flat", **composite_kwargs) -> np.ndarray:
+def explain(agent: Agent, obs: np.ndarray, action: TargetSpec = None,
+            composite: str | Composite | UserMapping = "epsilon_plus_flat", **params) -> np.ndarray:
     """Relevance of ``obs`` for ``action``, float32 in the layout of ``obs``.
 
-    :param agent: a loaded :class:`~rlexplain.agents.Agent`.
+    :param agent: a loaded :class:`~rlexplain.agents.Agent`; its current ``network`` is explained.
     :param obs: one observation (84, 84, 4) or a batch (N, 84, 84, 4), uint8 as the env yields it.
-    :param action: None (greedy) | int | one int per observation | ``"all"`` (adds an action axis
-        after the batch axis) | ``"contrastive"`` | ``"value"``.
-    :param composite: ``epsilon_plus_flat`` (default), ``epsilon_plus``, ``epsilon_alpha2_beta1``,
-        ``epsilon_alpha2_beta1_flat``, ``epsilon_gamma_box``, ``gradient``, ``gradient_x_input``,
-        a :class:`~rlexplain.lrp.Composite` or a ``{layer path or type: rule}`` mapping.
+    :param action: None / ``"chosen"`` (greedy) | an index or action name | one index per observation |
+        ``"all"`` (adds an action axis after the batch axis) | ``"contrastive"`` | ``"value"``.
+    :param composite: a method of :data:`METHODS` (default ``epsilon_plus_flat``), a
+        :class:`~rlexplain.lrp.Composite` or a ``{layer path or type: rule}`` mapping.
+    :param params: the method's parameters (e.g. ``epsilon=0.25``).
     """
-    key = (composite, tuple(sorted(composite_kwargs.items()))) if isinstance(composite, str) else None
-    cache = agent.__dict__.setdefault("_explainers", {})
-    explainer = cache.get(key) if key is not None else None
-    if explainer is None:
-        explainer = Explainer(agent, composite, **composite_kwargs)
-        if key is not None:
-            cache[key] = explainer
-    return explainer.explain(obs, action).relevance
+    if agent.network is None:
+        raise AgentError(f"agent {agent.name} has no network to explain")
+    return Explainer(agent, composite, **params).explain(obs, action).relevance

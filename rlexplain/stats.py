@@ -122,6 +122,26 @@ def step_statistics(relevance: np.ndarray, masks: Mapping[str, np.ndarray] | Non
     return row
 
 
+def statistic_columns(frame_stack: int, categories: Sequence[str] | None,
+                      grid: tuple[int, int] = DEFAULT_GRID) -> list[str]:
+    """The columns :func:`step_statistics` returns, in its order, declared without computing anything.
+
+    :param categories: the object categories (without ``other``), or None when the game has none.
+    """
+    columns = ["relevance_sum", "relevance_pos", "relevance_neg"] + [f"frame_share_{i}" for i in range(frame_stack)]
+    if categories is not None:
+        columns += [f"share_{c}" for c in (*categories, "other")] + [f"density_{c}" for c in categories]
+    columns += [f"grid_share_{r}_{c}" for r in range(grid[0]) for c in range(grid[1])]
+    return columns + ["entropy", "com_row", "com_col"]
+
+
+def grid_row_shares(rows: Mapping[str, np.ndarray | float], grid: tuple[int, int] = DEFAULT_GRID) -> dict[str, np.ndarray]:
+    """Shares per grid row, top to bottom (``grid row <r>``), from the ``grid_share_<r>_<c>`` columns:
+    the regions reported for games without object categories."""
+    return {f"grid row {r}": sum(np.nan_to_num(np.asarray(rows[f"grid_share_{r}_{c}"], dtype=np.float64))
+                                 for c in range(grid[1])) for r in range(grid[0])}
+
+
 class RunningMeans:
     """NaN-aware means of the columns starting with any of ``prefixes``, without keeping the rows."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlexplain.checkpoints import strip_checkpoint  # noqa: E402
+from rlexplain.agents.checkpoints import strip_checkpoint  # noqa: E402
 
 
 def main() -> None:

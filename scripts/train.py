@@ -29,8 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlexplain import envs  # noqa: E402
-from rlexplain.checkpoints import algorithm_class, load_model, save_checkpoint, steps_from_name  # noqa: E402
-from rlexplain.evaluate import play_games  # noqa: E402
+from rlexplain.agents import DQN_EPSILON, from_model  # noqa: E402
+from rlexplain.agents.checkpoints import algorithm_class, load_model, save_checkpoint, steps_from_name  # noqa: E402
+from rlexplain.envs import play_games  # noqa: E402
+from rlexplain.runs import versions  # noqa: E402
 
 # rl-zoo's Atari hyperparameters (n_timesteps is replaced by --total-timesteps).
 HYPERPARAMS = {
@@ -45,7 +47,6 @@ HYPERPARAMS = {
     ),
 }
 N_ENVS = {"dqn": 1, "ppo": 8}
-EVAL_EPSILON = 0.01  # DQN evaluation: the usual small fixed epsilon, never the saved exploration rate
 
 
 def parse_args() -> argparse.Namespace:
@@ -129,7 +130,7 @@ class Checkpointer:
             "evaluation": {
                 "games": len(returns), "full_games": True, "fire_on_life_loss": True,
                 "max_episode_steps": args.eval_max_steps,
-                "policy": f"epsilon-greedy, epsilon={EVAL_EPSILON}" if args.algo == "dqn" else "greedy (mode)",
+                "policy": f"epsilon-greedy, epsilon={DQN_EPSILON}" if args.algo == "dqn" else "greedy (mode)",
                 "seed": 10_000,
                 "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "returns": returns,
                 "random_mean_return": float(np.mean(self.random_return)), "random_returns": self.random_return,
@@ -144,26 +145,10 @@ class Checkpointer:
 
 
 def make_eval_policy(model, algo: str, seed: int):
-    rng = np.random.default_rng(seed)
-
-    def policy(obs: np.ndarray) -> np.ndarray:
-        actions, _ = model.predict(obs, deterministic=True)
-        if algo == "dqn":
-            explore = rng.random(len(actions)) < EVAL_EPSILON
-            actions = np.where(explore, rng.integers(model.action_space.n, size=len(actions)), actions)
-        return actions
-
-    return policy
-
-
-def versions() -> dict[str, str]:
-    import ale_py
-    import gymnasium
-    import stable_baselines3
-
-    return {"python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
-            "stable_baselines3": stable_baselines3.__version__, "gymnasium": gymnasium.__version__,
-            "ale_py": ale_py.__version__}
+    """The card's evaluation policy: DQN epsilon-greedy with rlexplain's small fixed epsilon, PPO greedy."""
+    agent = from_model(model, algorithm=algo)
+    agent.seed(seed)
+    return lambda obs: agent.act(obs, deterministic=algo != "dqn")
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ import torch
 
 import rlexplain
 from rlexplain import envs
-from rlexplain.agents import AgentError, list_bundled, load_agent, resolve_bundled
-from rlexplain.checkpoints import load_model, save_checkpoint, steps_from_name
+from rlexplain.agents import list_bundled, load_agent, resolve_bundled
+from rlexplain.errors import AgentError, TargetError
+from rlexplain.agents.checkpoints import load_model, save_checkpoint, steps_from_name
 
 from conftest import fake_atari_env
 
@@ -75,11 +76,14 @@ def test_each_bundled_checkpoint_loads_and_acts(checkpoint):
     assert agent.timesteps == steps_from_name(checkpoint)
 
 
-def test_bundled_names_resolve_to_final_and_nearest_checkpoints():
+def test_bundled_names_resolve_to_final_and_exact_checkpoints_or_list_the_available_ones():
     series = list_bundled()[0]["checkpoints"]
     assert resolve_bundled("breakout-dqn") == Path(series[-1]["path"])
-    nearest = min(series, key=lambda c: abs(c["timesteps"] - 100_000))
-    assert resolve_bundled("breakout-dqn@100k") == Path(nearest["path"])
+    first = series[0]["timesteps"]
+    assert resolve_bundled(f"breakout-dqn@{first}") == Path(series[0]["path"])
+    assert resolve_bundled(f"breakout-dqn@{first // 1000}k") == Path(series[0]["path"])
+    with pytest.raises(AgentError, match=r"no checkpoint at 100,000 steps: available breakout-dqn@200000, "):
+        resolve_bundled("breakout-dqn@100k")
 
 
 def test_bundled_final_checkpoint_card_reports_more_than_random_play():
@@ -239,7 +243,7 @@ def test_ppo_agent_is_explained_for_actions_and_for_its_value(tmp_path):
 
 def test_dqn_agent_has_no_value_head_and_says_so():
     agent = load_agent(list_bundled()[0]["checkpoints"][-1]["path"])
-    with pytest.raises(AgentError, match="no value head"):
+    with pytest.raises(TargetError, match="no value head"):
         rlexplain.explain(agent, np.zeros((84, 84, 4), np.uint8), "value")
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from rlexplain import cli
-from rlexplain.checkpoints import save_checkpoint
-from rlexplain.compare import compare, load_states
+from rlexplain.agents.checkpoints import save_checkpoint
+from rlexplain.compare import compare, load_states, rank_correlation
+from rlexplain.report import compare_report
 
 from conftest import fake_atari_env
 
@@ -36,7 +37,7 @@ def test_bundled_series_compared_on_a_few_states_gives_one_row_per_checkpoint_in
 
 def test_report_references_files_that_exist(tmp_path):
     result = compare("Breakout", out=tmp_path / "cmp", n_states=4, games=0, progress=False)
-    page = (result.out / "report.html").read_text()
+    page = compare_report.write(result).read_text()
     links = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert {"states.mp4", "shares_vs_steps.png", "return_vs_steps.png", "similarity.png", "summary.csv"} <= set(links)
     for link in links:
@@ -57,19 +58,19 @@ def _ppo_checkpoints(tmp_path: Path) -> list[Path]:
 def test_ppo_checkpoints_on_another_game_compare_with_its_objects_and_reused_states(tmp_path):
     _ppo_checkpoints(tmp_path)
     first = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "a", n_states=5, games=1, max_steps=100,
-                    progress=False, video=False)
+                    progress=False)
     rows = read_csv(first.out / "summary.csv")
     assert [int(r["timesteps"]) for r in rows] == [1000, 2000]
     assert "share_player" in rows[0] and "share_enemy" in rows[0]
     again = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "b", states=first.out / "states.npz", games=0,
-                    progress=False, video=False)
+                    progress=False)
     np.testing.assert_array_equal(load_states(again.out / "states.npz")["obs"], load_states(first.out / "states.npz")["obs"])
     assert read_csv(again.out / "summary.csv")[0]["share_player"] == rows[0]["share_player"]
 
 
 def test_states_of_another_game_are_refused(tmp_path):
     _ppo_checkpoints(tmp_path)
-    first = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "a", n_states=3, games=0, progress=False, video=False)
+    first = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "a", n_states=3, games=0, progress=False)
     assert cli.main(["compare", "--env", "Breakout", "--states", str(first.out / "states.npz"),
                      "--out", str(tmp_path / "c"), "--quiet"]) == 2
 
@@ -84,7 +85,20 @@ def test_games_without_object_categories_compare_by_grid_rows(tmp_path, monkeypa
 
     monkeypatch.setattr(compare_module, "extractor_for", lambda env_id: None)
     _ppo_checkpoints(tmp_path)
-    result = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "g", n_states=3, games=0, progress=False, video=False)
+    result = compare("Pong", [tmp_path / "ppo"], out=tmp_path / "g", n_states=3, games=0, progress=False)
     row = read_csv(result.out / "summary.csv")[0]
     shares = [float(row[f"share_grid_row_{r}"]) for r in range(6)]
     assert sum(shares) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_rank_correlation_uses_average_ranks_like_scipy_on_maps_full_of_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    # two independent maps, 70% exact zeros each (as epsilon_plus maps are)
+    a = rng.normal(size=(5, 84, 84)) * (rng.random((5, 84, 84)) > 0.7)
+    b = rng.normal(size=(5, 84, 84)) * (rng.random((5, 84, 84)) > 0.7)
+    want = np.mean([spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a, b)])
+    assert rank_correlation(a, b) == pytest.approx(want, abs=1e-9)
+    assert abs(rank_correlation(a, b)) < 0.05  # independent maps: no correlation invented by ordering ties
+    assert rank_correlation(a, a) == pytest.approx(1.0)

@@ -15,7 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from rlexplain.lrp import COMPOSITES, LRP, AlphaBeta, Epsilon, Gamma, UnsupportedLayerError, ZPlus, make_method
+from rlexplain.errors import UnsupportedLayerError
+from rlexplain.explain import make_method
+from rlexplain.lrp import COMPOSITES, LRP, AlphaBeta, Epsilon, Gamma, ZPlus
 
 TOLERANCE = 1e-6
 

@@ -12,7 +12,9 @@ import pytest
 from rlexplain import cli
 from rlexplain.agents import load_agent
 from rlexplain.explain import Explainer, explain
-from rlexplain.record import RecordError, load_maps, record
+from rlexplain.errors import RunError as RecordError
+from rlexplain.record import record
+from rlexplain.runs import load_maps
 from rlexplain.wrappers import RelevanceWrapper, VecRelevance
 
 
@@ -149,7 +151,7 @@ def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
                           (["record", "--env", "Breakout", "--out", str(tmp_path / "run"), "--max-steps", "3"],
                            "exists and is not empty"),
                           (["record", "--env", "Breakout", "--action", "JUMP", "--out", str(tmp_path / "x")],
-                           "unknown --action")]:
+                           "unknown action 'JUMP'")]:
         assert cli.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
@@ -160,8 +162,8 @@ def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted
 
     from rlexplain import stats
 
-    # one call lists the columns, then one per step: step 21 fails
-    fail_on_call(monkeypatch, stats, "step_statistics", 22, OSError(errno.ENOSPC, "No space left on device"))
+    # one call per step: step 21 fails
+    fail_on_call(monkeypatch, stats, "step_statistics", 21, OSError(errno.ENOSPC, "No space left on device"))
     out = tmp_path / "run"
     with pytest.raises(OSError):
         record("Breakout", agent, max_steps=60, out=out, progress=False)

@@ -15,6 +15,10 @@ composite                       first layer    other convolutions      fully con
 ``epsilon_gamma_box``           ZBox(0, 1)     Gamma(0.25)             Epsilon
 ==============================  =============  ======================  =========================
 
+Every composite also gives average pooling zennit's Norm rule and max pooling the winner-takes-all
+gradient (zennit's default for it); BatchNorm is folded into the layer before it when the agent is
+loaded (:mod:`rlexplain.agents.network`), as zennit's ``SequentialMergeBatchNorm`` canonizer does.
+
 Defaults are zennit's: epsilon 1e-6, gamma 0.25, stabiliser 1e-6; ZBox's box is [0, 1], the
 range of the network's input (SB3 scales pixels by 1/255 before the first layer).
 
@@ -29,18 +33,12 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from rlexplain.lrp.layers import ACTIVATIONS, LINEAR_LAYERS, RESHAPES
-from rlexplain.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
-
-#: The reference methods accepted wherever a composite name is (they use autograd, not rules).
-GRADIENT_METHODS = ("gradient", "gradient_x_input")
+from rlexplain.errors import MethodError, UnsupportedLayerError
+from rlexplain.lrp.layers import ACTIVATIONS, AVG_POOLS, LINEAR_LAYERS, MAX_POOLS, RESHAPES
+from rlexplain.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, WinnerTakesAll, ZBox, ZPlus
 
 LayerMap = Sequence[tuple[tuple[type[nn.Module], ...], Rule]]
 UserMapping = Mapping[str | type[nn.Module], Rule]
-
-
-class UnsupportedLayerError(TypeError):
-    """A layer LRP cannot explain (and for which no rule was given)."""
 
 
 @dataclass
@@ -76,8 +74,8 @@ class Composite:
             if rule is None:
                 raise UnsupportedLayerError(
                     f"unsupported layer {path} ({type(module).__name__}): rlexplain's LRP handles Conv2d, Linear, "
-                    f"element-wise activations and Flatten/Identity/Dropout; fold it into a neighbour or give it a "
-                    f"rule with rules={{'{path}': ...}}"
+                    f"element-wise activations, average and max pooling, BatchNorm after Conv2d/Linear and "
+                    f"Flatten/Identity/Dropout; give it a rule with rules={{'{path}': ...}} or pass network="
                 )
             if rule.needs_weights and not isinstance(module, LINEAR_LAYERS):
                 raise UnsupportedLayerError(
@@ -106,35 +104,36 @@ def _lookup(layer_map: LayerMap, module: nn.Module) -> Rule | None:
     return next((rule for types, rule in layer_map if isinstance(module, types)), None)
 
 
-def _base(conv_rule: Rule, epsilon: float) -> list:
-    return [(ACTIVATIONS, Pass()), ((nn.Conv2d,), conv_rule), ((nn.Linear,), Epsilon(epsilon))]
+def _base(conv_rule: Rule, epsilon: float, stabilizer: float = 1e-6) -> list:
+    return [(ACTIVATIONS, Pass()), (AVG_POOLS, Norm(stabilizer)), (MAX_POOLS, WinnerTakesAll()),
+            ((nn.Conv2d,), conv_rule), ((nn.Linear,), Epsilon(epsilon))]
 
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """ZPlus for convolutions, Epsilon for fully connected layers."""
-    return Composite(_base(ZPlus(stabilizer), epsilon), name="epsilon_plus")
+    return Composite(_base(ZPlus(stabilizer), epsilon, stabilizer), name="epsilon_plus")
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Flat for the first layer, ZPlus for other convolutions, Epsilon for fully connected layers."""
-    return Composite(_base(ZPlus(stabilizer), epsilon), [(LINEAR_LAYERS, Flat(stabilizer))], name="epsilon_plus_flat")
+    return Composite(_base(ZPlus(stabilizer), epsilon, stabilizer), [(LINEAR_LAYERS, Flat(stabilizer))], name="epsilon_plus_flat")
 
 
 def epsilon_alpha2_beta1(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """AlphaBeta(2, 1) for convolutions, Epsilon for fully connected layers."""
-    return Composite(_base(AlphaBeta(2.0, 1.0, stabilizer), epsilon), name="epsilon_alpha2_beta1")
+    return Composite(_base(AlphaBeta(2.0, 1.0, stabilizer), epsilon, stabilizer), name="epsilon_alpha2_beta1")
 
 
 def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:
     """Flat for the first layer, AlphaBeta(2, 1) for other convolutions, Epsilon for fully connected layers."""
-    return Composite(_base(AlphaBeta(2.0, 1.0, stabilizer), epsilon), [(LINEAR_LAYERS, Flat(stabilizer))],
+    return Composite(_base(AlphaBeta(2.0, 1.0, stabilizer), epsilon, stabilizer), [(LINEAR_LAYERS, Flat(stabilizer))],
                      name="epsilon_alpha2_beta1_flat")
 
 
 def epsilon_gamma_box(low: float | Tensor = 0.0, high: float | Tensor = 1.0, epsilon: float = 1e-6,
                       gamma: float = 0.25, stabilizer: float = 1e-6) -> Composite:
     """ZBox(low, high) for the first convolution, Gamma for the others, Epsilon for fully connected layers."""
-    return Composite(_base(Gamma(gamma, stabilizer), epsilon), [((nn.Conv2d,), ZBox(low, high, stabilizer))],
+    return Composite(_base(Gamma(gamma, stabilizer), epsilon, stabilizer), [((nn.Conv2d,), ZBox(low, high, stabilizer))],
                      name="epsilon_gamma_box")
 
 
@@ -145,7 +144,6 @@ COMPOSITES: dict[str, Callable[..., Composite]] = {
     "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
     "epsilon_gamma_box": epsilon_gamma_box,
 }
-METHODS = tuple(COMPOSITES) + GRADIENT_METHODS
 
 
 def get_composite(composite: str | Composite | UserMapping, **kwargs) -> Composite:
@@ -158,5 +156,5 @@ def get_composite(composite: str | Composite | UserMapping, **kwargs) -> Composi
     if isinstance(composite, Mapping):
         return epsilon_plus_flat().with_rules(composite)
     if composite not in COMPOSITES:
-        raise ValueError(f"unknown composite {composite!r}: expected one of {', '.join(METHODS)}")
+        raise MethodError(f"unknown composite {composite!r}: expected one of {', '.join(COMPOSITES)}")
     return COMPOSITES[composite](**kwargs)

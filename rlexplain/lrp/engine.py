@@ -6,20 +6,23 @@ output, then walks it backwards applying each layer's rule. It does not use auto
 there is no graph to build; modified weights and input-independent terms are cached by the layers
 (:mod:`rlexplain.lrp.layers`). Several explained outputs (``action="all"``) share the forward pass.
 
-:class:`Gradient` offers the reference methods (``gradient``, ``gradient_x_input``) behind the same
-interface, computed with autograd.
+The engine explains the network as it is when the :class:`LRP` object is made: it keeps its own
+copy of the network (in the working dtype), so later edits of the original's weights (``.data``
+included) or a later ``train()`` of it change nothing here -- make a new object to explain them.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from rlexplain.lrp.composites import GRADIENT_METHODS, Composite, UserMapping, get_composite
+from rlexplain.lrp.composites import Composite, UserMapping, get_composite
 from rlexplain.lrp.layers import LINEAR_LAYERS, LinearMap
+from rlexplain.errors import UnsupportedLayerError
 from rlexplain.lrp.rules import Rule
 
 
@@ -58,7 +61,7 @@ def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
             return []
         return [(prefix or type(module).__name__, module)]
     if not isinstance(module, nn.Sequential):
-        raise TypeError(
+        raise UnsupportedLayerError(
             f"cannot order the layers of {prefix or 'the network'} ({type(module).__name__}): pass an nn.Sequential "
             f"or an rlexplain Chain"
         )
@@ -80,24 +83,28 @@ class Trace:
 class LRP:
     """Layer-wise relevance propagation over a :class:`Chain` with a composite's rules.
 
-    :param network: the chain (or an ``nn.Sequential``) from the network's input to its outputs.
+    :param network: the chain (or an ``nn.Sequential``) from the network's input to its outputs;
+        the engine works on a copy of it (see the module docstring).
     :param composite: a composite name, a :class:`Composite`, or a ``{path or type: rule}`` mapping.
     :param rules: a user mapping that overrides the composite for the layers it names.
+    :param dtype: the working precision (``torch.float64`` for reference checks); None keeps the network's.
     :param composite_kwargs: parameters of a named composite (``epsilon``, ``gamma``, ``low``, ...).
     """
 
     def __init__(self, network: nn.Module, composite: str | Composite | UserMapping = "epsilon_plus_flat",
-                 rules: UserMapping | None = None, **composite_kwargs) -> None:
-        self.network = Chain.of(network)
+                 rules: UserMapping | None = None, dtype: torch.dtype | None = None, **composite_kwargs) -> None:
+        self.network = snapshot(Chain.of(network), dtype)
+        self.dtype = dtype or dtype_of(self.network)
         composite = get_composite(composite, **composite_kwargs)
         self.composite = composite.with_rules(rules) if rules else composite
         layers = self.network.named_layers()
         self.rules: list[Rule | None] = self.composite.assign(layers)
-        self._maps = [LinearMap(m, p) if isinstance(m, LINEAR_LAYERS) else None for p, m in layers]
+        self._maps = [LinearMap(m, p) if isinstance(m, LINEAR_LAYERS) else m for p, m in layers]
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Trace:
         """Run the network, keeping each layer's input and output."""
+        x = x.to(self.dtype)
         inputs, results = [], []
         for layer in self.network.layers:
             inputs.append(x)
@@ -116,17 +123,17 @@ class LRP:
         """
         n = trace.outputs.shape[0]
         k = weights.shape[1] if weights.ndim == 3 else None
-        r = (weights * (trace.outputs if k is None else trace.outputs[:, None])).to(trace.outputs.dtype)
+        weights = weights.to(trace.outputs.dtype)
+        r = weights * (trace.outputs if k is None else trace.outputs[:, None])
         if k is not None:
             r = r.reshape(n * k, -1)
         for i in reversed(range(len(self.network.layers))):
             x, z = trace.inputs[i], trace.results[i]
-            if k is not None:
-                x = x.repeat_interleave(k, 0)
-                z = z.repeat_interleave(k, 0) if self._maps[i] is not None else z
             rule = self.rules[i]
+            if k is not None and rule is not None:
+                x, z = x.repeat_interleave(k, 0), z.repeat_interleave(k, 0)
             if rule is None:  # reshape-only layer
-                r = r.reshape(x.shape)
+                r = r.reshape(r.shape[0], *x.shape[1:])
             else:
                 r = rule.relevance(self._maps[i], x, z, r).reshape(x.shape)
         return r if k is None else r.reshape(n, k, *r.shape[1:])
@@ -137,53 +144,25 @@ class LRP:
         return self.relevance(trace, weights), trace.outputs
 
     def describe(self) -> dict:
+        """The method, composite and the rule given to each layer, for summaries."""
         return {"method": "lrp", **self.composite.describe(),
                 "assigned": {p: repr(r) for p, r in zip(self.network.paths, self.rules) if r is not None}}
 
 
-class Gradient:
-    """Reference methods: the input gradient of ``weights . outputs``, optionally times the input.
+def dtype_of(network: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in network.parameters()), torch.float32)
 
-    :param network: the network (any module; it is not modified).
-    :param times_input: False for ``gradient``, True for ``gradient_x_input``.
+
+def snapshot(network: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A frozen copy of ``network`` in eval mode (and ``dtype``, if given): what an explanation method explains.
+
+    The copy shares nothing with the original, so explaining never changes the caller's model
+    (its ``requires_grad`` flags, its mode) and the caller's later changes never leak into a
+    method's cached modified weights.
     """
-
-    def __init__(self, network: nn.Module, times_input: bool = False) -> None:
-        self.network = network
-        self.times_input = times_input
-
-    def forward(self, x: Tensor) -> Trace:
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.network(x)
-        return Trace(out, [x], [])
-
-    def relevance(self, trace: Trace, weights: Tensor) -> Tensor:
-        x, out = trace.inputs[0], trace.outputs
-        if weights.ndim == 2:
-            grads = torch.autograd.grad(out, x, weights.to(out.dtype), retain_graph=True)[0]
-        else:
-            grads = torch.stack([torch.autograd.grad(out, x, weights[:, j].to(out.dtype), retain_graph=True)[0]
-                                 for j in range(weights.shape[1])], 1)
-            x = x[:, None]
-        return (grads * x if self.times_input else grads).detach()
-
-    def __call__(self, x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        trace = self.forward(x)
-        return self.relevance(trace, weights), trace.outputs.detach()
-
-    def describe(self) -> dict:
-        return {"method": "gradient_x_input" if self.times_input else "gradient"}
-
-
-Method = LRP | Gradient
-
-
-def make_method(network: nn.Module, method: str | Composite | UserMapping = "epsilon_plus_flat",
-                rules: UserMapping | None = None, **composite_kwargs) -> Method:
-    """An explanation method by name: a composite (LRP) or ``gradient`` / ``gradient_x_input``."""
-    if isinstance(method, str) and method in GRADIENT_METHODS:
-        if rules or composite_kwargs:
-            raise ValueError(f"{method} takes no rules or composite parameters")
-        return Gradient(network, times_input=method == "gradient_x_input")
-    return LRP(network, method, rules, **composite_kwargs)
+    copied = copy.deepcopy(network).eval()
+    if dtype is not None:
+        copied = copied.to(dtype)
+    for p in copied.parameters():
+        p.requires_grad_(False)
+    return copied

@@ -18,13 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rlexplain.errors import UnsupportedLayerError
+
 #: Element-wise layers: LRP passes relevance through them unchanged (zennit's ``Activation`` + ``Pass``).
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus,
     nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid,
 )
 #: Layers that only reshape (or, in eval mode, do nothing): relevance is reshaped back.
-RESHAPES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
+RESHAPES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.Dropout2d)
+#: Average pooling: a fixed positive linear map (zennit's ``AvgPool`` type, explained with its ``Norm`` rule).
+AVG_POOLS: tuple[type[nn.Module], ...] = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+#: Max pooling: relevance follows the gradient to each window's maximum (zennit's default for ``MaxPool``).
+MAX_POOLS: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
 #: Layers with weights that the rules act on.
 LINEAR_LAYERS: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
@@ -38,11 +44,21 @@ class LinearMap:
 
     def __init__(self, module: nn.Module, path: str) -> None:
         if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
-            raise ValueError(f"unsupported layer {path} (Conv2d with padding_mode={module.padding_mode!r}): "
-                             "LRP here supports zero padding only")
+            raise UnsupportedLayerError(f"unsupported layer {path} (Conv2d with padding_mode={module.padding_mode!r})"
+                                        f": LRP here supports zero padding only")
         self.module = module
         self.path = path
         self.is_conv = isinstance(module, nn.Conv2d)
+        #: explicit (top, bottom, left, right) zero padding for ``padding="same"`` (possibly asymmetric)
+        self.pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.padding: tuple[int, int] = (0, 0)
+        if self.is_conv:
+            if isinstance(module.padding, str):
+                if module.padding == "same":
+                    totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+                    self.pad = (totals[0] // 2, totals[0] - totals[0] // 2, totals[1] // 2, totals[1] - totals[1] // 2)
+            else:
+                self.padding = tuple(module.padding)
         self._cache: dict[Any, Any] = {}
         self._key: Any = None
 
@@ -80,7 +96,10 @@ class LinearMap:
         """``W x + b`` with the given parameters and this layer's stride/padding/groups."""
         if self.is_conv:
             m = self.module
-            return F.conv2d(x, weight, bias, m.stride, m.padding, m.dilation, m.groups)
+            if any(self.pad):
+                top, bottom, left, right = self.pad
+                x = F.pad(x, (left, right, top, bottom))
+            return F.conv2d(x, weight, bias, m.stride, self.padding, m.dilation, m.groups)
         return F.linear(x, weight, bias)
 
     def backward(self, s: Tensor, weight: Tensor, input_shape: torch.Size) -> Tensor:
@@ -88,16 +107,21 @@ class LinearMap:
         if not self.is_conv:
             return s @ weight
         m = self.module
+        top, bottom, left, right = self.pad
+        padded_hw = (input_shape[-2] + top + bottom, input_shape[-1] + left + right)
         out_hw = s.shape[-2:]
         output_padding = []
         for i in range(2):
-            natural = (out_hw[i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (weight.shape[2 + i] - 1) + 1
-            output_padding.append(input_shape[-2 + i] - natural)
+            natural = (out_hw[i] - 1) * m.stride[i] - 2 * self.padding[i] + m.dilation[i] * (weight.shape[2 + i] - 1) + 1
+            output_padding.append(padded_hw[i] - natural)
         # channels-last lets oneDNN run the transposed convolution 2-3x faster on CPU (measured on
         # NatureCNN's first layer); the result is numerically the same map.
         cl = torch.channels_last
-        return F.conv_transpose2d(s.contiguous(memory_format=cl), weight.contiguous(memory_format=cl), None,
-                                  m.stride, m.padding, tuple(output_padding), m.groups, m.dilation)
+        out = F.conv_transpose2d(s.contiguous(memory_format=cl), weight.contiguous(memory_format=cl), None,
+                                 m.stride, self.padding, tuple(output_padding), m.groups, m.dilation)
+        if any(self.pad):  # the explicit padding's positions are no input: crop them off
+            out = out[..., top: top + input_shape[-2], left: left + input_shape[-1]]
+        return out
 
     def backward_ones(self, s: Tensor, input_shape: torch.Size) -> Tensor:
         """``1^T s`` for an all-ones weight, computed without materialising it (the Flat rule).

@@ -19,12 +19,13 @@ the remaining terms are fused into one convolution with stacked weights.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rlexplain.lrp.layers import LinearMap
 
 __all__ = [
-    "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Gamma", "ZBox", "Flat", "WSquare", "Pass", "stabilize",
+    "Rule", "Epsilon", "ZPlus", "AlphaBeta", "Gamma", "ZBox", "Flat", "WSquare", "Pass", "Norm", "WinnerTakesAll",
+    "stabilize",
 ]
 
 
@@ -269,3 +270,40 @@ class Pass(Rule):
 
     def relevance(self, layer, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
         return r
+
+
+def _transpose(module: nn.Module, x: Tensor, s: Tensor) -> Tensor:
+    """``J^T s`` for a parameter-free layer (pooling): the vector-Jacobian product at ``x``."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        return torch.autograd.grad(module(xg), xg, s)[0]
+
+
+class Norm(Rule):
+    """Average pooling as the fixed linear map it is, with the epsilon rule (zennit's ``Norm``).
+
+    ``R_i = x_i sum_j (dz_j/dx_i) R_j / stabilize(z_j)``: each window's relevance is shared by its
+    inputs in proportion to their contribution to the window's mean.
+
+    :param stabilizer: epsilon of the denominator's stabiliser.
+    """
+
+    needs_weights = False
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = stabilizer
+
+    def relevance(self, layer: nn.Module, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        return x * _transpose(layer, x, r / stabilize(z, self.stabilizer))
+
+
+class WinnerTakesAll(Rule):
+    """Max pooling: each window's relevance goes to the input that won it (the gradient, as in zennit).
+
+    Conservative, since max pooling is positively homogeneous: the winner's value is the output.
+    """
+
+    needs_weights = False
+
+    def relevance(self, layer: nn.Module, x: Tensor, z: Tensor, r: Tensor) -> Tensor:
+        return _transpose(layer, x, r)

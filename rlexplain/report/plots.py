@@ -12,67 +12,38 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from rlexplain import render
+from matplotlib.figure import Figure
 
-
-def read_steps(run_dir: str | Path) -> dict[str, np.ndarray]:
-    """``steps.csv`` as columns: numeric columns as float arrays (empty cells NaN), others as str arrays."""
-    path = Path(run_dir) / "steps.csv"
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    out: dict[str, np.ndarray] = {}
-    for key in rows[0]:
-        values = [r[key] for r in rows]
-        try:
-            out[key] = np.array([float(v) if v != "" else np.nan for v in values])
-        except ValueError:
-            out[key] = np.array(values)
-    return out
+from rlexplain import render, runs, stats
+from rlexplain.errors import RunError
+from rlexplain.runs import read_steps
 
 
 def _categories(columns: dict[str, np.ndarray]) -> list[str]:
     return [k[len("share_"):] for k in columns if k.startswith("share_")]
 
 
-def _grid_rows(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Shares per grid row (top to bottom), for games without object categories."""
-    rows: dict[str, np.ndarray] = {}
-    for key, values in columns.items():
-        if key.startswith("grid_share_"):
-            r = int(key.split("_")[2])
-            rows[f"grid row {r}"] = rows.get(f"grid row {r}", 0) + np.nan_to_num(values)
-    return rows
-
-
 def plot_run(run_dir: str | Path) -> Path:
     """Write the plots and summary table of a run; returns the ``plots/`` folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = runs.read_summary(run_dir)
     columns = read_steps(run_dir)
-    out = run_dir / "plots"
+    out = run_dir / runs.PLOTS
     out.mkdir(exist_ok=True)
     if not columns:
         (out / "summary_table.md").write_text("no steps recorded\n")
         return out
     categories = _categories(columns)
-    series = {c: columns[f"share_{c}"] for c in categories} if categories else _grid_rows(columns)
+    series = {c: columns[f"share_{c}"] for c in categories} if categories else stats.grid_row_shares(columns)
     for episode in np.unique(columns["episode"]).astype(int):
         sel = columns["episode"] == episode
         steps = columns["step"][sel]
-        fig, ax = plt.subplots(figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        ax = fig.subplots()
         for name, values in series.items():
             ax.plot(steps, _smooth(values[sel]), label=name, lw=1.2)
         lives = columns["lives"][sel]
@@ -86,9 +57,8 @@ def plot_run(run_dir: str | Path) -> Path:
         ax.legend(loc="upper right", fontsize=8, ncol=3)
         fig.tight_layout()
         fig.savefig(out / f"shares_episode_{episode}.png", dpi=100)
-        plt.close(fig)
-        _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png", plt)
-    _per_action(columns, series, out / "shares_per_action.png", plt)
+        _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png")
+    _per_action(columns, series, out / "shares_per_action.png")
     (out / "summary_table.md").write_text(summary_table(run_dir, columns, summary))
     return out
 
@@ -101,12 +71,10 @@ def _smooth(values: np.ndarray, window: int = 15) -> np.ndarray:
     return np.convolve(v, kernel, mode="same") / np.convolve(np.ones_like(v), kernel, mode="same")
 
 
-def _mean_heatmap(run_dir: Path, episode: int, path: Path, plt) -> None:
-    from rlexplain.record import load_maps
-
+def _mean_heatmap(run_dir: Path, episode: int, path: Path) -> None:
     try:
-        maps = load_maps(run_dir, episode)
-    except FileNotFoundError:
+        maps = runs.load_maps(run_dir, episode)
+    except RunError:
         return
     rel = maps["relevance"].astype(np.float32)
     if rel.ndim == 5:  # action "all": explain the chosen actions' maps? use the mean over actions
@@ -121,20 +89,21 @@ def _mean_heatmap(run_dir: Path, episode: int, path: Path, plt) -> None:
     frame = maps["frames"][best]
     scale = render.robust_max(mean) or 1.0
     image = render.overlay(frame, render.to_native(mean), scale)
-    fig, ax = plt.subplots(figsize=(4, 5.5))
+    fig = Figure(figsize=(4, 5.5))
+    ax = fig.subplots()
     ax.imshow(image)
     ax.set_title(f"mean relevance, episode {episode}\non step {int(maps['step'][best])} (r={corr[best]:.2f})",
                  fontsize=9)
     ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
-def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], path: Path, plt) -> None:
+def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], path: Path) -> None:
     names = columns["action_name"]
     actions = list(dict.fromkeys(names.tolist()))
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(actions) * max(1, len(series)) / 3), 4))
+    fig = Figure(figsize=(max(5, 1.2 * len(actions) * max(1, len(series)) / 3), 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         means = [np.nanmean(values[names == a]) if np.any(names == a) else np.nan for a in actions]
@@ -145,13 +114,12 @@ def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], p
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def summary_table(run_dir: Path, columns: dict[str, np.ndarray] | None = None, summary: dict | None = None) -> str:
     """A Markdown table: episodes (return, length, lives lost), then mean share and density per category."""
     columns = columns if columns is not None else read_steps(run_dir)
-    summary = summary if summary is not None else json.loads((Path(run_dir) / "summary.json").read_text())
+    summary = summary if summary is not None else runs.read_summary(run_dir)
     lines = [f"# {summary.get('agent', {}).get('name')} on {summary.get('env_id')} ({summary.get('composite')}, "
              f"status {summary.get('status')})", "", "| episode | return | length | lives lost | end |",
              "|---:|---:|---:|---:|---|"]

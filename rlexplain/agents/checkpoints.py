@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 
+from rlexplain.errors import CheckpointError
+from rlexplain.files import write_atomically
+
 ALGORITHMS = ("dqn", "qrdqn", "ppo", "a2c")
 _STEPS_RE = re.compile(r"rl_model_(\d+)_steps\.zip$")
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, corrupt, or not an SB3 checkpoint rlexplain can use."""
 
 
 def algorithm_class(name: str):
@@ -63,7 +62,7 @@ def save_checkpoint(model, path: str | Path, light: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     model.save(buffer)
-    _write_atomically(path, _strip(buffer.getvalue()) if light else buffer.getvalue())
+    write_atomically(path, _strip(buffer.getvalue()) if light else buffer.getvalue())
     return path
 
 
@@ -71,14 +70,8 @@ def strip_checkpoint(src: str | Path, dst: str | Path) -> Path:
     """Write a light copy of the SB3 zip ``src`` to ``dst`` (see :func:`save_checkpoint`)."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(dst, _strip(Path(src).read_bytes()))
+    write_atomically(dst, _strip(Path(src).read_bytes()))
     return dst
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
 
 
 def _strip(zip_bytes: bytes) -> bytes:

@@ -1,0 +1,45 @@
+"""The errors rlexplain raises for bad input: one base class, one subclass per kind of mistake.
+
+Every message is one line that names what was wrong and what would be right. The command line
+catches :class:`RLExplainError` (and ``OSError``) and prints that line; anything else is a bug and
+shows its traceback. The subclasses also derive from ``ValueError`` so that code catching the
+built-in error for bad arguments keeps working.
+"""
+
+from __future__ import annotations
+
+
+class RLExplainError(Exception):
+    """Base class of every error rlexplain raises on purpose."""
+
+
+class GameError(RLExplainError, ValueError):
+    """An unknown game or env id."""
+
+
+class CheckpointError(RLExplainError, ValueError):
+    """A file that is missing, corrupt, or not an SB3 checkpoint rlexplain can use."""
+
+
+class AgentError(RLExplainError, ValueError):
+    """An agent that cannot be found, loaded, explained or used with the given env."""
+
+
+class UnsupportedLayerError(RLExplainError, TypeError):
+    """A layer (or network structure) that an explanation method cannot handle, and no rule was given for."""
+
+
+class TargetError(RLExplainError, ValueError):
+    """An explained output (``action=``) that the agent does not have."""
+
+
+class MethodError(RLExplainError, ValueError):
+    """An unknown explanation method, or parameters it does not take."""
+
+
+class RunError(RLExplainError, ValueError):
+    """Bad recording options, or a run folder that cannot be written or read."""
+
+
+class CompareError(RLExplainError, ValueError):
+    """Bad comparison input: checkpoints, states files, games."""

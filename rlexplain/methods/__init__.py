@@ -1,0 +1,10 @@
+"""Explanation methods other than LRP (which lives in :mod:`rlexplain.lrp`), behind the same interface.
+
+A method has ``forward(x) -> Trace`` (one pass that keeps what it needs) and
+``relevance(trace, weights) -> Tensor`` (the map of the explained outputs ``weights . outputs``),
+and ``describe()`` for summaries. :mod:`rlexplain.explain` keeps the registry of all methods.
+"""
+
+from rlexplain.methods.gradient import Gradient
+
+__all__ = ["Gradient"]

@@ -1,0 +1,1 @@
+"""Drawing what the analyses computed: run plots and tables, the comparison report."""
