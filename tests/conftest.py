@@ -45,3 +45,44 @@ def fake_atari_env(n_actions: int = 4) -> gym.Env:
             return self.observation_space.sample(), 0.0, False, False, {}
 
     return FakeAtari()
+
+
+def require(module: str, why: str):
+    """Import ``module``, or skip -- except under CI (``RLEXPLAIN_CI=1``, set by ``.ci/run``), where a
+    missing test dependency is a failure: the checks it enables are part of the project's proof."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if os.environ.get("RLEXPLAIN_CI") == "1":
+            pytest.fail(f"{module} is needed for {why} and must be installed in CI ({exc})")
+        pytest.skip(f"{module} not installed ({why})")
+
+
+def import_zennit():
+    """zennit 0.5.1 (the last release for Python 3.11.7), importable without torchvision.
+
+    zennit imports torchvision at import time, only for the ResNet canonizers of its
+    ``zennit.torchvision`` module, which these tests never use; torchvision from PyPI does not load
+    beside a CPU torch build. Where torchvision is missing, a stand-in module that declares the two
+    ResNet block classes zennit names (and nothing else) takes its place before zennit is imported.
+    """
+    import sys
+    import types
+
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        if "torchvision" not in sys.modules:
+            resnet = types.ModuleType("torchvision.models.resnet")
+            resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
+            resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
+            models = types.ModuleType("torchvision.models")
+            models.resnet = resnet
+            stand_in = types.ModuleType("torchvision")
+            stand_in.models = models
+            sys.modules.update({"torchvision": stand_in, "torchvision.models": models,
+                                "torchvision.models.resnet": resnet})
+    return require("zennit", "the cross-check of the LRP engine against zennit")

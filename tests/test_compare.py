@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fake_atari_env
 
 from rlexplain import cli
 from rlexplain.agents.checkpoints import save_checkpoint
 from rlexplain.compare import compare, load_states, rank_correlation
 from rlexplain.report import compare_report
-
-from conftest import fake_atari_env
 
 
 def read_csv(path: Path) -> list[dict]:

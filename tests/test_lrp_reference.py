@@ -13,6 +13,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import import_zennit
 from torch import nn
 
 from rlexplain.errors import UnsupportedLayerError
@@ -195,8 +196,9 @@ def test_gradient_times_input_is_not_silently_used_for_unsupported_layers():
         make_method(net, "epsilon_plus")
 
 
-def test_engine_agrees_with_zennit_when_installed(nature_chain):
-    zennit_composites = pytest.importorskip("zennit.composites", exc_type=ImportError)
+def test_engine_agrees_with_zennit(nature_chain):
+    import_zennit()
+    import zennit.composites as zennit_composites
     from zennit.attribution import Gradient as ZennitGradient
 
     x = observations(2)

@@ -9,7 +9,6 @@ from torch import nn
 from rlexplain.lrp import LRP, AlphaBeta, Composite, Epsilon, Flat, Gamma, Pass, WSquare, ZBox, ZPlus, stabilize
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     """Hand computations in double precision (restored afterwards for the other test modules)."""

@@ -8,8 +8,8 @@ import pytest
 from rlexplain import cli, stats
 from rlexplain.envs import make_env
 from rlexplain.objects import BreakoutObjects, PongObjects, box_to_input, extractor_for
-from rlexplain.runs import read_steps
 from rlexplain.record import record
+from rlexplain.runs import read_steps
 
 RED = (200, 72, 72)  # Breakout's ball and paddle
 

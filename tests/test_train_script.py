@@ -1,43 +1,40 @@
-"""scripts/train.py end to end on a tiny budget: checkpoints with rl-zoo names, model cards, resume."""
+"""scripts/train.py end to end on a tiny budget, in-process: rl-zoo checkpoint names, model cards, resume."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from rlexplain.agents import load_agent
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 
 
-def train(out: Path, total: int, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SCRIPT), "--env", "Breakout", "--algo", "dqn", "--total-timesteps", str(total),
-           "--save-every", "200", "--out", str(out), "--hp", "learning_starts=100", "--hp", "buffer_size=500",
-           "--eval-games", "2", "--eval-max-steps", "200", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+def train(monkeypatch, out: Path, total: int, *extra: str) -> None:
+    spec = importlib.util.spec_from_file_location("rlexplain_train_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["train.py", "--env", "Breakout", "--algo", "dqn", "--total-timesteps", str(total), "--save-every", "200",
+            "--out", str(out), "--hp", "learning_starts=100", "--hp", "buffer_size=500", "--eval-games", "2",
+            "--eval-max-steps", "200", "--light", *extra]
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
 
 
-@pytest.mark.parametrize("light", [False, True])
-def test_train_script_writes_checkpoints_and_cards_and_resumes(tmp_path, light):
+def test_train_script_writes_checkpoints_and_cards_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    flags = ["--light"] if light else []
-    first = train(out, 400, *flags)
-    assert first.returncode == 0, first.stderr[-2000:]
+    train(monkeypatch, out, 400)
     assert sorted(p.name for p in out.glob("rl_model_*_steps.zip")) == ["rl_model_200_steps.zip",
                                                                         "rl_model_400_steps.zip"]
     card = json.loads((out / "rl_model_400_steps.json").read_text())
     for key in ("algorithm", "env_id", "preprocessing", "timesteps", "seed", "hyperparameters", "evaluation",
-                "command"):
+                "command", "versions"):
         assert key in card
-    assert card["timesteps"] == 400 and card["hyperparameters"]["learning_starts"] == 100
-    assert card["evaluation"]["games"] == 2 and "random_mean_return" in card["evaluation"]
-    resumed = train(out, 600, "--resume", *flags)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from rl_model_400_steps.zip" in resumed.stdout
-    assert (out / "rl_model_600_steps.zip").is_file()
+    assert card["timesteps"] == 400 and card["hyperparameters"]["learning_starts"] == 100 and card["light"]
+    assert card["evaluation"]["games"] == 2 and len(card["evaluation"]["random_returns"]) == 2
+    train(monkeypatch, out, 600, "--resume")
+    assert "resuming from rl_model_400_steps.zip" in capsys.readouterr().out
     agent = load_agent(out / "rl_model_600_steps.zip")
     assert agent.timesteps == 600 and agent.env_id == "BreakoutNoFrameskip-v4"

@@ -115,7 +115,8 @@ class Agent:
     @torch.no_grad()
     def outputs(self, obs: np.ndarray) -> np.ndarray:
         """Action outputs (N, n_actions): Q-values or logits."""
-        return self.network(self.preprocess(obs)).numpy()
+        dtype = next((p.dtype for p in self.network.parameters()), torch.float32)
+        return self.network(self.preprocess(obs).to(dtype)).numpy()
 
     def values(self, outputs: Tensor | np.ndarray) -> np.ndarray:
         """What the value columns show: Q-values as they are (DQN), action probabilities (PPO/A2C)."""

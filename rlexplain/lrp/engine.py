@@ -14,61 +14,15 @@ included) or a later ``train()`` of it change nothing here -- make a new object 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from rlexplain.lrp.chain import Chain
 from rlexplain.lrp.composites import Composite, UserMapping, get_composite
 from rlexplain.lrp.layers import LINEAR_LAYERS, LinearMap
-from rlexplain.errors import UnsupportedLayerError
 from rlexplain.lrp.rules import Rule
-
-
-class Chain(nn.Module):
-    """A network as an explicit sequence of leaf layers, each with its dotted path in the original model.
-
-    Calling it runs the layers in order. Build one from ``[(path, module), ...]``; the modules are
-    shared with the original model, not copied.
-    """
-
-    def __init__(self, layers: Sequence[tuple[str, nn.Module]]) -> None:
-        super().__init__()
-        self.paths = [p for p, _ in layers]
-        self.layers = nn.ModuleList([m for _, m in layers])
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-    def named_layers(self) -> list[tuple[str, nn.Module]]:
-        return list(zip(self.paths, self.layers))
-
-    @classmethod
-    def of(cls, module: nn.Module, prefix: str = "") -> Chain:
-        """A Chain from a Chain or a (nested) ``nn.Sequential``; other containers cannot be ordered."""
-        if isinstance(module, Chain):
-            return module
-        return cls(_leaves(module, prefix))
-
-
-def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
-    children = list(module.named_children())
-    if not children:
-        if isinstance(module, nn.Sequential):  # an empty Sequential is the identity (SB3's empty MLP heads)
-            return []
-        return [(prefix or type(module).__name__, module)]
-    if not isinstance(module, nn.Sequential):
-        raise UnsupportedLayerError(
-            f"cannot order the layers of {prefix or 'the network'} ({type(module).__name__}): pass an nn.Sequential "
-            f"or an rlexplain Chain"
-        )
-    out: list[tuple[str, nn.Module]] = []
-    for name, child in children:
-        out += _leaves(child, f"{prefix}.{name}" if prefix else name)
-    return out
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from matplotlib.figure import Figure
 
 from rlexplain import render, runs, stats
