@@ -27,6 +27,10 @@ def _record(args: argparse.Namespace) -> int:
                             progress=not args.quiet)
     result = record(args.env, args.agent, options, out=args.out, force=args.force,
                     command=["rlexplain", *sys.argv[1:]])
+    if not args.no_plots:
+        from rlexplain.report.plots import plot_run
+
+        plot_run(result.run_dir)
     s = result.summary
     for e in s["episodes"]:
         print(f"episode {e['episode']}: return {e['return']:g} in {e['length']} steps ({e.get('end', e['status'])})")
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frames", action="store_true", help="show the four stacked input frames with their relevance")
     r.add_argument("--boxes", action="store_true", help="outline the objects read from RAM")
     r.add_argument("--no-video", action="store_true", help="statistics and maps only")
+    r.add_argument("--no-plots", action="store_true", help="skip plots/ (draw them later with `rlexplain stats`)")
     r.add_argument("--out", help="run folder (default runs/<Game>-<agent>-<time>/)")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")

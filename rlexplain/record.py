@@ -45,7 +45,7 @@ class RecordOptions:
     :ivar gif: also write a half-size GIF. :ivar video: False to skip videos.
     :ivar show_frames: show the stacked input frames, each with its own relevance.
     :ivar boxes: outline the RAM-derived object boxes in the video.
-    :ivar plots: write ``plots/`` at the end. :ivar progress: show a progress bar.
+    :ivar progress: show a progress bar.
     :ivar threads: torch threads while recording (1: batch-1 inference gains nothing from more,
         and the video encoder runs on the other core); None leaves torch's setting alone.
     """
@@ -61,7 +61,6 @@ class RecordOptions:
     video: bool = True
     show_frames: bool = False
     boxes: bool = False
-    plots: bool = True
     progress: bool = True
     threads: int | None = 1
 
@@ -93,6 +92,9 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     :param options: a :class:`RecordOptions`; or give its fields as keywords (``episodes=2``, ...).
     :param out: the run folder (default ``runs/<Game>-<agent>-<time>``). :param force: overwrite a non-empty one.
     :param command: the command line to record in the summary (default: ``sys.argv``).
+    Plots are drawn from the run folder afterwards (:func:`rlexplain.report.plots.plot_run`; the
+    ``record`` command does it for you).
+
     :returns: the run folder and summary. The summary says ``interrupted`` if the run was stopped
         (Ctrl-C, crash, full disk); everything written until then stays on disk and the exception is re-raised.
     """
@@ -141,10 +143,6 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     finally:
         torch.set_num_threads(previous_threads)
     recorder.finish("complete")
-    if options.plots:
-        from rlexplain.report.plots import plot_run
-
-        plot_run(run_dir)
     return RecordResult(run_dir, recorder.summary)
 
 

@@ -57,7 +57,7 @@ def main() -> None:
             out = Path(tmp) / label.replace(" ", "_")
             t0 = time.perf_counter()
             result = record(args.env, agent, max_steps=args.steps, seed=0, composite=args.composite, out=out,
-                            video=video, plots=False, progress=False)
+                            video=video, progress=False)
             steps = result.summary["steps"]
             results[label] = steps / (time.perf_counter() - t0)
             if steps < args.steps:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import fake_atari_env
 
 import rlexplain
 from rlexplain.agents import from_model, load_agent
 from rlexplain.errors import MethodError, TargetError
 from rlexplain.explain import METHODS, Explainer, explain, parse_target
-
-from conftest import fake_atari_env
 
 
 @pytest.fixture(scope="module")

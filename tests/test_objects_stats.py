@@ -148,7 +148,7 @@ def test_statistics_on_known_maps():
 
 
 def test_stats_command_writes_plots_from_a_short_run(tmp_path, capsys):
-    run = record("Breakout", "breakout-dqn", max_steps=40, out=tmp_path / "run", video=False, plots=False,
+    run = record("Breakout", "breakout-dqn", max_steps=40, out=tmp_path / "run", video=False,
                  progress=False, composite="epsilon_gamma_box").run_dir
     columns = read_steps(run)
     for c in ("paddle", "ball", "bricks", "hud", "other"):

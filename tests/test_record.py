@@ -52,11 +52,10 @@ def test_short_recording_yields_one_video_frame_and_one_row_per_step(tmp_path, a
     assert summary["agent"]["sha256"] and summary["composite"] == "epsilon_plus_flat"
     maps = load_maps(run, 0)
     assert maps["relevance"].shape == (50, 84, 84, 4) and maps["frames"].shape == (50, 210, 160, 3)
-    assert (run / "plots" / "shares_episode_0.png").is_file()
 
 
 def test_recorded_relevance_is_the_explanation_of_the_recorded_action(tmp_path, agent):
-    run = record("Breakout", agent, max_steps=12, out=tmp_path / "run", video=False, plots=False,
+    run = record("Breakout", agent, max_steps=12, out=tmp_path / "run", video=False,
                  progress=False).run_dir
     maps = load_maps(run, 0)
     actions = [int(r["action"]) for r in rows(run)]
@@ -69,7 +68,7 @@ def test_recorded_relevance_is_the_explanation_of_the_recorded_action(tmp_path, 
 
 def test_same_seed_and_agent_give_identical_actions_and_relevance(tmp_path, agent):
     runs = [record("Breakout", agent, max_steps=40, seed=7, deterministic=False, out=tmp_path / f"r{i}",
-                   video=False, plots=False, progress=False).run_dir for i in range(2)]
+                   video=False, progress=False).run_dir for i in range(2)]
     a, b = (rows(r) for r in runs)
     assert [r["action"] for r in a] == [r["action"] for r in b]
     np.testing.assert_array_equal(load_maps(runs[0], 0)["relevance"], load_maps(runs[1], 0)["relevance"])
@@ -108,12 +107,12 @@ def test_existing_non_empty_output_folder_is_not_overwritten_without_force(tmp_p
     with pytest.raises(RecordError, match="exists and is not empty; pass --force"):
         record("Breakout", agent, max_steps=5, out=out, progress=False)
     assert (out / "precious.txt").read_text() == "keep me"
-    record("Breakout", agent, max_steps=5, out=out, force=True, video=False, plots=False, progress=False)
+    record("Breakout", agent, max_steps=5, out=out, force=True, video=False, progress=False)
     assert not (out / "precious.txt").exists() and (out / "steps.csv").is_file()
 
 
 def test_action_all_stores_one_map_per_action_and_shows_them(tmp_path, agent):
-    run = record("Breakout", agent, max_steps=6, action="all", out=tmp_path / "run", plots=False, gif=True,
+    run = record("Breakout", agent, max_steps=6, action="all", out=tmp_path / "run", gif=True,
                  progress=False).run_dir
     assert load_maps(run, 0)["relevance"].shape == (6, 4, 84, 84, 4)
     assert len(video_frames(run / "episode_0.mp4")) == 6
@@ -146,6 +145,7 @@ def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert cli.main(["record", "--env", "Breakout", "--max-steps", "8", "--out", str(tmp_path / "run"), "--quiet",
                      "--no-video"]) == 0
     assert "run folder" in capsys.readouterr().out
+    assert (tmp_path / "run" / "plots" / "shares_episode_0.png").is_file()  # the command draws the plots
     for argv, message in [(["record", "--env", "Breakot"], "did you mean Breakout"),
                           (["record", "--env", "Pong"], "no bundled agent for Pong"),
                           (["record", "--env", "Breakout", "--out", str(tmp_path / "run"), "--max-steps", "3"],
@@ -174,7 +174,7 @@ def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted
 
 
 def test_several_episodes_get_their_own_video_maps_and_rows(tmp_path, agent):
-    run = record("Breakout", agent, episodes=2, max_steps=7, out=tmp_path / "run", plots=False,
+    run = record("Breakout", agent, episodes=2, max_steps=7, out=tmp_path / "run",
                  progress=False).run_dir
     table = rows(run)
     assert [r["episode"] for r in table] == ["0"] * 7 + ["1"] * 7
