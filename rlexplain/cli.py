@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,7 +80,26 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _games(args: argparse.Namespace) -> int:
-    print(" ".join(envs.atari_games()))
+    from rlexplain.agents import hub, list_bundled
+
+    bundled: dict[str, list[str]] = {}
+    for agent in list_bundled():
+        if agent["env_id"]:
+            bundled.setdefault(envs.game_name(agent["env_id"]), []).append(agent["name"])
+    games = envs.atari_games()
+    print(f"{len(games)} ALE games (--env NAME); * = a bundled agent, hf: = the RL Zoo's agents on the Hugging Face Hub")
+    width = max(len(g) for g in games)
+    for game in games:
+        agents = list(bundled.get(game, []))
+        repos = hub.hub_repos(game)
+        if repos:
+            others = ", ".join(r.split("/")[1].split("-")[0] for r in repos[1:])
+            agents.append(f"hf:{repos[0]} (or {others})")
+        if agents or args.all:
+            mark = "*" if game in bundled else " "
+            print(f"{mark} {game:<{width}s}  {'  '.join(f'--agent {a}' for a in agents)}".rstrip())
+    if not args.all:
+        print("(games without a known agent are left out: --all lists them; any SB3 agent of theirs works with --agent)")
     return 0
 
 
@@ -89,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("record", help="play and record gameplay with LRP heatmaps and per-step statistics")
     r.add_argument("--env", help="game name or NoFrameskip-v4 id (default: the agent's own game)")
-    r.add_argument("--agent", help="SB3 .zip, rl-zoo run folder, or bundled name (default: <game>-dqn)")
+    r.add_argument("--agent", help="SB3 .zip, rl-zoo run folder, hf:ORG/REPO (Hugging Face Hub), or bundled name "
+                                   "(default: the game's bundled agent)")
     r.add_argument("--episodes", type=int, default=1, help="full games to play (default 1)")
     r.add_argument("--max-steps", type=int, default=envs.MAX_EPISODE_STEPS, help="agent steps per game at most")
     r.add_argument("--seed", type=int, default=0)
@@ -134,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("agents", help="list the bundled agents")
     a.set_defaults(func=_agents)
-    gm = sub.add_parser("games", help="list the ALE game names")
+    gm = sub.add_parser("games", help="list the ALE games, marking those with a bundled agent or RL Zoo agents on the Hub")
+    gm.add_argument("--all", action="store_true", help="also list the games without a known agent")
     gm.set_defaults(func=_games)
     return p
 
@@ -144,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into a reader that stopped (e.g. `| head`): not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except KeyboardInterrupt:
         print("rlexplain: interrupted; everything written so far is kept", file=sys.stderr)
         return 130

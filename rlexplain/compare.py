@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from rlexplain import envs, runs, stats
-from rlexplain.agents import Agent, bundled_agents_dir, checkpoint_series, default_agent_for, load_agent
+from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.errors import CompareError
 from rlexplain.explain import Explainer
@@ -81,9 +81,9 @@ def checkpoint_steps(path: Path) -> int:
         raise CompareError(f"{path}: cannot read its training steps ({exc}); is it an SB3 checkpoint?") from exc
 
 
-def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) -> list[Path]:
-    """Checkpoint files in training order: files as given, folders (or rl-zoo runs) expanded to
-    their ``rl_model_*_steps.zip``; none given means the game's bundled series."""
+def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) -> list[Path | str]:
+    """Checkpoints in training order: files as given, folders (or rl-zoo runs) expanded to their
+    ``rl_model_*_steps.zip``, ``hf:`` Hub agents as given; none given means the game's bundled series."""
     if not specs:
         if env_id is None:
             raise CompareError("give --env or checkpoints")
@@ -91,8 +91,11 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
         if name is None:
             raise CompareError(f"no bundled checkpoint series for {envs.game_name(env_id)}; pass checkpoints")
         specs = [bundled_agents_dir() / name]
-    paths: list[Path] = []
+    paths: list[Path | str] = []
     for spec in specs:
+        if hub.is_hub_spec(spec):
+            paths.append(str(spec))
+            continue
         p = Path(spec)
         if p.is_dir():
             found = checkpoint_series(p)
@@ -103,7 +106,7 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
             paths.append(p)
         else:
             raise CompareError(f"checkpoint not found: {p}")
-    return sorted(dict.fromkeys(paths), key=checkpoint_steps)
+    return list(dict.fromkeys(paths))
 
 
 def collect_states(agent: Agent, env_id: str, n_states: int, seed: int, stride: int = 4,
@@ -196,12 +199,15 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     from tqdm.auto import tqdm
 
     env_id = envs.resolve_env_id(env) if env else None
-    paths = resolve_checkpoints(checkpoints, env_id)
-    agents = [load_agent(p, env=env_id) for p in paths]
+    specs = resolve_checkpoints(checkpoints, env_id)
+    loaded = sorted(((load_agent(s, env=env_id), s) for s in specs),
+                    key=lambda pair: pair[0].timesteps or checkpoint_steps(pair[0].path))
+    agents = [agent for agent, _ in loaded]
+    paths = [agent.path for agent in agents]
     env_id = env_id or agents[-1].env_id
     if env_id is None:
         raise CompareError("the checkpoints do not say which game they play; pass --env")
-    steps = [checkpoint_steps(p) for p in paths]
+    steps = [agent.timesteps or checkpoint_steps(agent.path) for agent in agents]
     out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
                           f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force)
     if states is not None:
@@ -236,8 +242,8 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
                 means.update({f"share_{name.replace(' ', '_')}": float(np.mean(v)) for name, v in grid_rows.items()})
             agent.seed(seed)
             returns = envs.play_games(lambda obs, agent=agent: agent.act(obs, deterministic=False), env_id, games,
-                                      seed=seed + 1000, max_episode_steps=max_steps, frame_stack=agent.frame_stack,
-                                      wrapper_kwargs=agent.wrapper_kwargs) if games > 0 else []
+                                      seed=seed + 1000, max_episode_steps=max_steps,
+                                      **agent.env_settings()) if games > 0 else []
             rows.append({"checkpoint": str(path), "timesteps": n,
                          "mean_return": float(np.mean(returns)) if returns else float("nan"),
                          "returns": " ".join(f"{r:g}" for r in returns), **means})

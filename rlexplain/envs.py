@@ -155,6 +155,7 @@ def make_env(
     wrapper_kwargs: dict[str, Any] | None = None,
     render_mode: str | None = None,
     fire_on_life_loss: bool | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> gym.Env:
     """The Atari env in SB3's convention, as one gymnasium env yielding (84, 84, 4) uint8.
 
@@ -167,11 +168,12 @@ def make_env(
     :param wrapper_kwargs: overrides for ``AtariWrapper`` (an rl-zoo config's ``env_wrapper`` args).
     :param fire_on_life_loss: in full games of FIRE games, start every life as training did
         (:class:`FireOnLifeLoss`); default: ``full_games``.
+    :param env_kwargs: arguments of ``gym.make`` (an rl-zoo ``env_kwargs.yml``).
     """
     from stable_baselines3.common.atari_wrappers import AtariWrapper
 
     env_id = resolve_env_id(env_id)
-    env = gym.make(env_id, render_mode=render_mode)
+    env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
     kwargs = _wrapper_kwargs(full_games, wrapper_kwargs)
     env = AtariWrapper(env, **kwargs)
     if (full_games if fire_on_life_loss is None else fire_on_life_loss) and \
@@ -231,6 +233,7 @@ def play_games(
     max_episode_steps: int = MAX_EPISODE_STEPS,
     frame_stack: int = FRAME_STACK,
     wrapper_kwargs: dict[str, Any] | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list[float]:
     """Play ``n_games`` full games side by side and return their (unclipped) scores.
 
@@ -238,7 +241,7 @@ def play_games(
     the same no-op resets. ``policy=None`` plays uniformly random actions (the usual baseline).
     """
     games = [make_env(env_id, max_episode_steps=max_episode_steps, frame_stack=frame_stack,
-                      wrapper_kwargs=wrapper_kwargs) for _ in range(n_games)]
+                      wrapper_kwargs=wrapper_kwargs, env_kwargs=env_kwargs) for _ in range(n_games)]
     rng = np.random.default_rng(seed)
     obs = np.stack([env.reset(seed=seed + k)[0] for k, env in enumerate(games)]) if games else None
     returns = np.zeros(n_games)

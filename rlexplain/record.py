@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rlexplain import envs, render, runs, stats
-from rlexplain.agents import Agent, default_agent_for, load_agent
+from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.errors import AgentError, RunError
 from rlexplain.explain import Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, extractor_for
@@ -110,8 +110,12 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
             raise RunError("give --env (e.g. --env Breakout) or --agent")
         agent = default_agent_for(envs.resolve_env_id(env))
         if agent is None:
-            raise RunError(f"no bundled agent for {envs.game_name(envs.resolve_env_id(env))}; pass --agent "
-                           f"(an SB3 .zip or rl-zoo run folder), or see `rlexplain agents`")
+            game = envs.game_name(envs.resolve_env_id(env))
+            repos = hub.hub_repos(game)
+            hint = f"--agent hf:{repos[0]} (the RL Zoo's agent on the Hugging Face Hub)" if repos else \
+                "--agent hf:ORG/REPO (a Hugging Face Hub repository)"
+            raise RunError(f"no bundled agent for {game}; pass {hint}, an SB3 .zip or an rl-zoo run folder "
+                           f"(see `rlexplain games`)")
     if not isinstance(agent, Agent):
         agent = load_agent(agent, env=env)
     elif env is not None:

@@ -44,6 +44,7 @@ class Agent:
     :ivar timesteps: training steps of the checkpoint, when known.
     :ivar path: the checkpoint file. :ivar name: a short label. :ivar card: its model card, if any.
     :ivar frame_stack: stacked frames per observation. :ivar wrapper_kwargs: AtariWrapper arguments.
+    :ivar env_kwargs: arguments of ``gym.make`` (an rl-zoo ``env_kwargs.yml``).
     """
 
     policy: Any
@@ -58,6 +59,7 @@ class Agent:
     card: dict | None = None
     frame_stack: int = envs.FRAME_STACK
     wrapper_kwargs: dict = field(default_factory=dict)
+    env_kwargs: dict = field(default_factory=dict)
     _rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0), repr=False)
 
     # -- what it is ---------------------------------------------------------------------------
@@ -148,6 +150,11 @@ class Agent:
         """Seed the agent's own randomness (stochastic acting)."""
         self._rng = np.random.default_rng(seed)
 
+    def env_settings(self) -> dict:
+        """Frame stack, AtariWrapper and ``gym.make`` arguments: what :func:`rlexplain.envs.make_env` needs
+        to give this agent the observations it was trained on."""
+        return {"frame_stack": self.frame_stack, "wrapper_kwargs": self.wrapper_kwargs, "env_kwargs": self.env_kwargs}
+
     def make_env(self, env_id: str | None = None, **kwargs):
         """The env this agent acts in (its env id unless given), with its frame stack and wrapper settings."""
         env_id = env_id or self.env_id
@@ -155,6 +162,7 @@ class Agent:
             raise AgentError(f"agent {self.name} does not say which game it plays; pass env=")
         kwargs.setdefault("frame_stack", self.frame_stack)
         kwargs.setdefault("wrapper_kwargs", self.wrapper_kwargs)
+        kwargs.setdefault("env_kwargs", self.env_kwargs)
         env = envs.make_env(env_id, **kwargs)
         self.check_env(env)
         return env

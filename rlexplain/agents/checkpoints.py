@@ -176,13 +176,19 @@ def _unreadable_objects(path: Path) -> list[str]:
     return bad
 
 
-def guess_algorithm(data: dict[str, Any], path: str | Path = "") -> str:
-    """Which algorithm saved a zip: from the pickled policy class, else from the parameter names."""
+def guess_algorithm(data: dict[str, Any], path: str | Path = "", hint: str | None = None) -> str:
+    """Which algorithm saved a zip: from the pickled policy class, else ``hint`` (e.g. an rl-zoo
+    repository's name), else from the saved hyperparameters."""
     policy_class = data.get("policy_class")
     module = getattr(policy_class, "__module__", "") or ""
     for algo in ("qrdqn", "dqn", "ppo", "a2c"):
         if f".{algo}." in module or module.endswith(f".{algo}"):
             return algo
+    if hint in ALGORITHMS:
+        return hint
+    if hint is not None:
+        raise CheckpointError(f"{path} was saved by {hint.upper()}, which rlexplain does not explain: expected one "
+                              f"of {', '.join(ALGORITHMS)} (discrete-action Atari agents)")
     if "exploration_final_eps" in data:
         return "qrdqn" if "n_quantiles" in str(data.get("policy_kwargs", "")) else "dqn"
     if "clip_range" in data or "n_epochs" in data:

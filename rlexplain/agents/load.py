@@ -1,7 +1,8 @@
-"""Loading agents: SB3 zips, rl-zoo run folders, bundled checkpoint series, and models in memory.
+"""Loading agents: SB3 zips, rl-zoo run folders, Hub repositories, bundled checkpoint series, models in memory.
 
 ``load_agent`` accepts a path to an SB3 ``.zip``, an rl-zoo run folder (``logs/dqn/BreakoutNoFrameskip-v4_1``,
-whose ``config.yml`` gives the frame stack and AtariWrapper arguments), or a bundled agent's name
+whose ``config.yml`` gives the frame stack and AtariWrapper arguments), ``hf:ORG/REPO`` (an rl-zoo
+Hub repository, :mod:`rlexplain.agents.hub`), or a bundled agent's name
 (``breakout-dqn``, ``breakout-dqn@500000``), and returns an :class:`~rlexplain.agents.agent.Agent`
 whose layer chain has been checked against the policy's own forward pass.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from rlexplain import envs
+from rlexplain.agents import hub
 from rlexplain.agents.agent import Agent
 from rlexplain.agents.checkpoints import (
     ACTING_OBJECTS,
@@ -39,7 +41,7 @@ def bundled_agents_dir() -> Path:
 def from_model(model: Any, *, algorithm: str | None = None, env_id: str | None = None, name: str = "agent",
                path: Path | None = None, timesteps: int | None = None, card: dict | None = None,
                frame_stack: int = envs.FRAME_STACK, wrapper_kwargs: dict | None = None,
-               network: nn.Module | None = None, copy_policy: bool = True) -> Agent:
+               env_kwargs: dict | None = None, network: nn.Module | None = None, copy_policy: bool = True) -> Agent:
     """An :class:`Agent` around an SB3 model already in memory (e.g. during or right after training).
 
     :param model: the SB3 model (DQN, QR-DQN, PPO, A2C).
@@ -68,7 +70,7 @@ def from_model(model: Any, *, algorithm: str | None = None, env_id: str | None =
     if timesteps is None:
         timesteps = int(getattr(model, "num_timesteps", 0)) or None
     return Agent(policy, algorithm, env_id, chain, value_chain, names, timesteps, path, name, card,
-                 frame_stack, dict(wrapper_kwargs or {}))
+                 frame_stack, dict(wrapper_kwargs or {}), dict(env_kwargs or {}))
 
 
 def _action_names(env_id: str | None, n: int) -> list[str]:
@@ -161,9 +163,9 @@ def resolve_bundled(spec: str) -> Path | None:
     raise AgentError(f"bundled agent {name} has no checkpoint at {target:,} steps: available {available}")
 
 
-def _read_rlzoo_config(run: Path, env_id: str) -> dict:
-    """rl-zoo's ``<run>/<env_id>/config.yml`` (a list of [key, value] pairs or a mapping), or {}."""
-    path = run / env_id / "config.yml"
+def _read_rlzoo_yaml(path: Path) -> dict:
+    """An rl-zoo YAML file (``config.yml``, ``env_kwargs.yml``: a mapping, a list of [key, value] pairs,
+    or a dumped ``OrderedDict``), or {} when it is absent."""
     if not path.is_file():
         return {}
     import yaml
@@ -176,10 +178,22 @@ def _read_rlzoo_config(run: Path, env_id: str) -> dict:
         return dict(value[0]) if value and isinstance(value[0], list) else {}
 
     Loader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
-    data = yaml.load(path.read_text(), Loader=Loader)
+    try:
+        data = yaml.load(path.read_text(), Loader=Loader)
+    except yaml.YAMLError as exc:
+        raise AgentError(f"cannot read rl-zoo settings {path}: {str(exc).splitlines()[0]}") from exc
     if isinstance(data, list):
         data = dict(data)
-    return data or {}
+    return data if isinstance(data, dict) else {}
+
+
+def rlzoo_settings(folder: Path) -> dict:
+    """What an rl-zoo settings folder (``config.yml``, ``env_kwargs.yml``) says about the env:
+    ``frame_stack``, ``wrapper_kwargs`` (AtariWrapper arguments) and ``env_kwargs`` (for ``gym.make``)."""
+    config = _read_rlzoo_yaml(folder / "config.yml")
+    return {"frame_stack": int(config.get("frame_stack") or 1) if "frame_stack" in config else envs.FRAME_STACK,
+            "wrapper_kwargs": _wrapper_kwargs_from_config(config),
+            "env_kwargs": _read_rlzoo_yaml(folder / "env_kwargs.yml")}
 
 
 def _wrapper_kwargs_from_config(config: dict) -> dict:
@@ -218,16 +232,24 @@ def resolve_spec(spec: str | Path) -> tuple[Path, dict]:
             raise AgentError(f"no checkpoint in folder {p}: expected <env_id>.zip, best_model.zip or rl_model_*_steps.zip")
         meta: dict[str, Any] = {"name": p.name}
         if env_id:
-            config = _read_rlzoo_config(p, env_id)
-            meta.update(env_id=env_id, frame_stack=int(config.get("frame_stack", envs.FRAME_STACK)),
-                        wrapper_kwargs=_wrapper_kwargs_from_config(config))
+            meta.update(env_id=env_id, **rlzoo_settings(p / env_id))
         return found, meta
+    if hub.is_hub_spec(text):
+        folder = hub.download(text)
+        repo, _ = hub.parse(text)
+        algorithm, env_id = hub.algorithm_and_env(repo)
+        meta = {"name": text, "hub_folder": str(folder), **rlzoo_settings(folder)}
+        if env_id:
+            meta["env_id"] = env_id
+        if algorithm:
+            meta["algorithm"] = algorithm
+        return hub.agent_zip(folder, repo), meta
     bundled = resolve_bundled(text) if not text.endswith(".zip") else None
     if bundled is not None:
         return bundled, {"name": f"{text.partition('@')[0]}@{steps_from_name(bundled)}"}
     names = [a["name"] for a in list_bundled()]
-    raise AgentError(f"no agent {text!r}: expected a path to an SB3 .zip, an rl-zoo run folder, or a bundled agent "
-                     f"({', '.join(names) or 'none installed'})")
+    raise AgentError(f"no agent {text!r}: expected a path to an SB3 .zip, an rl-zoo run folder, hf:ORG/REPO (a Hub "
+                     f"repository), or a bundled agent ({', '.join(names) or 'none installed'})")
 
 
 def _known_ids() -> set[str]:
@@ -242,6 +264,7 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None,
     """Load an agent: a path to an SB3 .zip, an rl-zoo run folder, or a bundled agent's name.
 
     :param spec: ``agents/breakout-dqn/rl_model_1000000_steps.zip``, ``logs/dqn/BreakoutNoFrameskip-v4_1``,
+        ``hf:sb3/dqn-PongNoFrameskip-v4[@revision]`` (a Hub repository, downloaded into the Hub cache),
         ``breakout-dqn`` (final checkpoint) or ``breakout-dqn@500k`` (the checkpoint of exactly 500,000 steps).
     :param env: the game it should play -- a name, an env id, or a gymnasium env -- used to rebuild
         spaces that cannot be unpickled and checked against the agent before anything runs.
@@ -253,7 +276,7 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None,
     card = _read_card(path)
     try:
         data, params, variables = read_zip(path, ACTING_OBJECTS)
-        algorithm = algorithm or guess_algorithm(data, path)
+        algorithm = algorithm or guess_algorithm(data, path, meta.get("algorithm"))
     except CheckpointError as exc:
         raise AgentError(str(exc)) from exc
     given_env = env is not None and not isinstance(env, str)
@@ -262,10 +285,11 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None,
     env_id = env_id or meta.get("env_id") or (card or {}).get("env_id")
     frame_stack = meta.get("frame_stack", envs.FRAME_STACK)
     wrapper_kwargs = meta.get("wrapper_kwargs", {})
+    env_kwargs = meta.get("env_kwargs", {})
     try:
         if env_obj is None and env_id is not None:
             env_obj = envs.make_env(env_id, frame_stack=frame_stack, wrapper_kwargs=wrapper_kwargs,
-                                    max_episode_steps=None)
+                                    env_kwargs=env_kwargs, max_episode_steps=None)
         if env_obj is not None:
             _check_fit(data, env_obj, env_id, path)
             # the env's spaces replace the pickled ones (which may not even unpickle here)
@@ -282,8 +306,8 @@ def load_agent(spec: str | Path, env: Any = None, algorithm: str | None = None,
     if name.startswith("rl_model_"):
         name = f"{path.parent.name}@{timesteps}" if timesteps else path.parent.name
     return from_model(model, algorithm=algorithm, env_id=env_id, name=name, path=path, timesteps=timesteps,
-                      card=card, frame_stack=frame_stack, wrapper_kwargs=wrapper_kwargs, network=network,
-                      copy_policy=False)
+                      card=card, frame_stack=frame_stack, wrapper_kwargs=wrapper_kwargs, env_kwargs=env_kwargs,
+                      network=network, copy_policy=False)
 
 
 def _check_fit(data: dict, env_obj: Any, env_id: str | None, path: Path) -> None:
