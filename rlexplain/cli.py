@@ -64,6 +64,21 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from rlexplain.evaluate import DEFAULT_METHODS, EvaluateOptions, evaluate
+    from rlexplain.report import evaluate_report
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(DEFAULT_METHODS)
+    options = EvaluateOptions(methods=methods, n_states=args.n_states, region=args.region, steps=args.steps,
+                              replace=args.replace, seed=args.seed, n_sanity=args.n_sanity, progress=not args.quiet)
+    result = evaluate(args.agent, args.env, options, states=args.states, out=args.out, force=args.force,
+                      command=["rlexplain", *sys.argv[1:]])
+    evaluate_report.write(result)
+    print(result.table())
+    print(f"output folder: {result.out}")
+    return 0
+
+
 def _agents(args: argparse.Namespace) -> int:
     from rlexplain.agents import bundled_agents_dir, list_bundled
 
@@ -152,6 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-video", action="store_true", help="no states.mp4")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=_compare)
+
+    e = sub.add_parser("evaluate", help="score explanation methods on an agent: region perturbation, randomisation check")
+    e.add_argument("--agent", required=True, help="SB3 .zip, rl-zoo run folder, hf:ORG/REPO, or bundled name")
+    e.add_argument("--env", default=None, help="game (default: the agent's own)")
+    e.add_argument("--methods", default=None, help="comma-separated methods (default: all, the random baseline too)")
+    e.add_argument("--n-states", type=int, default=128, help="states collected by greedy play over whole games")
+    e.add_argument("--states", help="reuse a states.npz (from evaluate or compare)")
+    e.add_argument("--region", type=int, default=4, help="side of the perturbed square regions, in input pixels")
+    e.add_argument("--steps", type=int, default=100, help="regions perturbed per order (K)")
+    e.add_argument("--replace", default="blur", choices=("blur", "mean", "noise"),
+                   help="what replaces a region (default: the state's own Gaussian blur)")
+    e.add_argument("--n-sanity", type=int, default=16, help="states for the model-randomisation check")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", help="output folder (default runs/<Game>-evaluate-<agent>-<time>/)")
+    e.add_argument("--force", action="store_true")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_evaluate)
 
     a = sub.add_parser("agents", help="list the bundled agents")
     a.set_defaults(func=_agents)

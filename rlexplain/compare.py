@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from rlexplain import envs, runs, stats
-from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
+from rlexplain.agents import bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.errors import CompareError
 from rlexplain.explain import Explainer
 from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for
+from rlexplain.states import collect_states, load_states, save_states
 
 
 @dataclass
@@ -109,78 +110,6 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
     return list(dict.fromkeys(paths))
 
 
-def collect_states(agent: Agent, env_id: str, n_states: int, seed: int, stride: int = 4,
-                   max_steps: int = envs.MAX_EPISODE_STEPS, progress: bool = True) -> dict[str, np.ndarray]:
-    """Play with ``agent`` (its stochastic policy, so it cannot stall) and keep every ``stride``-th state."""
-    from tqdm.auto import tqdm
-
-    keep: dict[str, list] = {"obs": [], "frames": [], "ram": []}
-    env = agent.make_env(env_id, max_episode_steps=max_steps)
-    agent.seed(seed)
-    episode = 0
-    obs, _ = env.reset(seed=seed)
-    ale = env.unwrapped.ale
-    history: list[np.ndarray] = []
-    step = 0
-    bar = tqdm(total=n_states, desc="collecting states", disable=not progress, leave=False)
-    while len(keep["obs"]) < n_states:
-        ram = ale.getRAM().copy()
-        history = (history + [ram])[-agent.frame_stack:]
-        if step % stride == 0:
-            stack = np.zeros((agent.frame_stack, 128), np.uint8)
-            stack[agent.frame_stack - len(history):] = history
-            keep["obs"].append(obs)
-            keep["frames"].append(ale.getScreenRGB())
-            keep["ram"].append(stack)
-            bar.update(1)
-        obs, _, terminated, truncated, _ = env.step(int(agent.act(obs, deterministic=False)))
-        step += 1
-        if terminated or truncated:
-            episode += 1
-            obs, _ = env.reset(seed=seed + episode)
-            history = []
-    bar.close()
-    env.close()
-    return {k: np.stack(v) for k, v in keep.items()}
-
-
-def save_states(path: Path, states: dict[str, np.ndarray], env_id: str, seed: int, reference: str) -> None:
-    np.savez_compressed(path, obs=states["obs"], frames=states["frames"], ram=states["ram"], env_id=np.array(env_id),
-                        seed=np.array(seed), reference=np.array(reference))
-
-
-def load_states(path: str | Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path) as data:
-            states = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CompareError(f"cannot read states file {path}: {exc}") from exc
-    missing = {"obs", "frames", "ram", "env_id"} - set(states)
-    if missing:
-        raise CompareError(f"{path} is not an rlexplain states file (missing {', '.join(sorted(missing))})")
-    return states
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over states of Spearman's rank correlation between two sets of maps (N, ...).
-
-    Ranks are average ranks (ties share the mean of their positions), as Spearman's coefficient is
-    defined: LRP maps are full of ties (exact zeros under z+, equal values under Flat), and ranking
-    ties arbitrarily would invent correlation. A state where either map is constant counts as NaN
-    and is left out of the mean.
-    """
-    from scipy.stats import rankdata
-
-    ra = rankdata(a.reshape(len(a), -1), axis=1)
-    rb = rankdata(b.reshape(len(b), -1), axis=1)
-    ra -= ra.mean(1, keepdims=True)
-    rb -= rb.mean(1, keepdims=True)
-    norm = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.where(norm > 0, (ra * rb).sum(1) / norm, np.nan)
-    return float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
-
-
 def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = None, *, out: str | Path | None = None,
             states: str | Path | None = None, n_states: int = 200, games: int = 2, max_steps: int = 10_000,
             seed: int = 0, composite: str = "epsilon_plus_flat", reference: str | Path | None = None,
@@ -211,15 +140,14 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
                           f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force)
     if states is not None:
-        state_data = load_states(states)
-        if str(state_data["env_id"]) != env_id:
-            raise CompareError(f"{states} holds states of {state_data['env_id']}, not {env_id}")
+        state_data = load_states(states, env_id)
     else:
         ref = load_agent(reference, env=env_id) if reference else agents[-1]
         state_data = collect_states(ref, env_id, n_states, seed, progress=progress)
-        state_data.update(env_id=np.array(env_id), seed=np.array(seed), reference=np.array(str(ref.path)))
-    save_states(out / "states.npz", state_data, env_id, int(state_data.get("seed", seed)),
-                str(state_data.get("reference", "")))
+        state_data.update(env_id=np.array(env_id), seed=np.array(seed), reference=np.array(ref.name),
+                          policy=np.array("stochastic"))
+    save_states(out / "states.npz", state_data, env_id=env_id, seed=int(state_data.get("seed", seed)),
+                reference=str(state_data.get("reference", "")), policy=str(state_data.get("policy", "stochastic")))
     objects = extractor_for(env_id)
     frame_stack = state_data["obs"].shape[-1]
     masks = [objects.masks(list(r), frame_stack) for r in state_data["ram"]] if objects else None
@@ -249,7 +177,7 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
                          "returns": " ".join(f"{r:g}" for r in returns), **means})
     finally:
         torch.set_num_threads(previous_threads)
-    similarity = np.array([[rank_correlation(a, b) for b in maps] for a in maps])
+    similarity = np.array([[stats.rank_correlation(a, b) for b in maps] for a in maps])
     _write_summary(out / "summary.csv", rows)
     np.savetxt(out / "similarity.csv", similarity, delimiter=",", fmt="%.4f")
     meta = {"env_id": env_id, "seed": seed, "composite": composite, "n_states": len(state_data["obs"]),

@@ -12,7 +12,8 @@ Targets (``action=`` in :func:`explain`, ``--action`` on the command line), pars
 * ``"value"`` -- the state value of PPO/A2C.
 
 Methods (``composite=``): the LRP composites of :mod:`rlexplain.lrp.composites` and the
-non-LRP methods of :mod:`rlexplain.methods`, in one registry, :data:`METHODS`. LRP starts from
+non-LRP methods of :mod:`rlexplain.methods` (gradient, gradient x input, integrated gradients,
+SmoothGrad, occlusion, and the ``random`` baseline), in one registry, :data:`METHODS`. LRP starts from
 the explained output's value (``weights * outputs``), so for conservative rules on bias-free
 networks the relevance sums to ``Q(s, a)``; the gradient methods return the input gradient of
 the same ``weights . outputs``.
@@ -34,7 +35,7 @@ from rlexplain.agents import Agent
 from rlexplain.errors import AgentError, MethodError, TargetError
 from rlexplain.lrp.composites import COMPOSITES, Composite, UserMapping
 from rlexplain.lrp.engine import LRP
-from rlexplain.methods.gradient import Gradient
+from rlexplain.methods import Gradient, IntegratedGradients, Occlusion, RandomMap, SmoothGrad
 
 # -- targets -----------------------------------------------------------------------------------------
 TARGET_MODES = ("chosen", "action", "all", "contrastive", "value")
@@ -116,14 +117,20 @@ def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:
 
 
 # -- methods ---------------------------------------------------------------------------------------
-Method = LRP | Gradient
+Method = LRP | Gradient | IntegratedGradients | SmoothGrad | Occlusion | RandomMap
 #: Methods that are not LRP composites: name -> factory(network, dtype, **params).
 OTHER_METHODS: dict[str, Callable[..., Method]] = {
     "gradient": lambda network, dtype: Gradient(network, times_input=False, dtype=dtype),
     "gradient_x_input": lambda network, dtype: Gradient(network, times_input=True, dtype=dtype),
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "occlusion": Occlusion,
+    "random": RandomMap,
 }
 #: Every method name accepted wherever a composite name is (``record --composite``, ``compare``, ...).
 METHODS: tuple[str, ...] = tuple(COMPOSITES) + tuple(OTHER_METHODS)
+#: Methods that are baselines for evaluation, not explanations (refused by ``record`` and ``compare``).
+BASELINES = ("random",)
 
 
 def make_method(network: nn.Module, method: str | Composite | UserMapping = "epsilon_plus_flat",
@@ -135,9 +142,12 @@ def make_method(network: nn.Module, method: str | Composite | UserMapping = "eps
     :raises MethodError: an unknown name, or parameters the method does not take.
     """
     if isinstance(method, str) and method in OTHER_METHODS:
-        if rules or params:
-            raise MethodError(f"{method} takes no rules or parameters (got {', '.join(params) or 'rules'})")
-        return OTHER_METHODS[method](network, dtype)
+        if rules:
+            raise MethodError(f"{method} takes no rules (it is not an LRP composite)")
+        try:
+            return OTHER_METHODS[method](network, dtype=dtype, **params)
+        except TypeError as exc:
+            raise MethodError(f"{method} does not take parameters {', '.join(params)} ({exc})") from exc
     if isinstance(method, str) and method not in COMPOSITES:
         raise MethodError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     try:

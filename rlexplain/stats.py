@@ -162,3 +162,23 @@ class RunningMeans:
     def means(self) -> dict[str, float]:
         return {k: self._sums[k] / self._counts[k] if self._counts[k] else float("nan") for k in self._sums}
 
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over states of Spearman's rank correlation between two sets of maps (N, ...).
+
+    Ranks are average ranks (ties share the mean of their positions), as Spearman's coefficient is
+    defined: LRP maps are full of ties (exact zeros under z+, equal values under Flat), and ranking
+    ties arbitrarily would invent correlation. A state where either map is constant counts as NaN
+    and is left out of the mean.
+    """
+    from scipy.stats import rankdata
+
+    ra = rankdata(a.reshape(len(a), -1), axis=1)
+    rb = rankdata(b.reshape(len(b), -1), axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    norm = np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.where(norm > 0, (ra * rb).sum(1) / norm, np.nan)
+    return float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")

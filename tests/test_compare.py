@@ -12,7 +12,9 @@ from conftest import fake_atari_env
 
 from rlexplain import cli
 from rlexplain.agents.checkpoints import save_checkpoint
-from rlexplain.compare import compare, load_states, rank_correlation
+from rlexplain.compare import compare
+from rlexplain.states import load_states
+from rlexplain.stats import rank_correlation
 from rlexplain.report import compare_report
 
 

@@ -5,6 +5,8 @@ A method has ``forward(x) -> Trace`` (one pass that keeps what it needs) and
 and ``describe()`` for summaries. :mod:`rlexplain.explain` keeps the registry of all methods.
 """
 
-from rlexplain.methods.gradient import Gradient
+from rlexplain.methods.baseline import RandomMap
+from rlexplain.methods.gradient import Gradient, IntegratedGradients, SmoothGrad
+from rlexplain.methods.occlusion import Occlusion, gaussian_blur
 
-__all__ = ["Gradient"]
+__all__ = ["Gradient", "IntegratedGradients", "Occlusion", "RandomMap", "SmoothGrad", "gaussian_blur"]
