@@ -43,8 +43,18 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from rlexplain import runs
     from rlexplain.report.plots import plot_run, summary_table
 
+    summary = runs.read_summary(args.run_dir)
+    if args.repair:
+        summary = runs.repair(args.run_dir)
+        counts = ", ".join(f"episode {e['episode']}: {e['rows']} rows, {e['map_steps']} map steps, "
+                           f"{e['video_frames']} video frames" for e in summary["episodes"])
+        print(f"repaired {args.run_dir}: status {summary['status']}; {counts or 'no steps'}")
+    elif runs.ended_without_closing(args.run_dir, summary):
+        print(f"rlexplain: {args.run_dir} ended without closing (killed, or the machine stopped); "
+              f"`rlexplain stats --repair {args.run_dir}` rebuilds its summary from the files", file=sys.stderr)
     out = plot_run(args.run_dir)
     print(summary_table(args.run_dir))
     print(f"plots: {out}")
@@ -149,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="plots and summary table of a recorded run, from its files")
     s.add_argument("run_dir")
+    s.add_argument("--repair", action="store_true",
+                   help="finalise the summary of a run that ended without closing, from its files")
     s.set_defaults(func=_stats)
 
     c = sub.add_parser("compare", help="compare checkpoints on the same states")

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from rlexplain import envs, runs, stats
-from rlexplain.agents import bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
+from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.errors import CompareError
-from rlexplain.explain import Explainer
+from rlexplain.explain import BASELINES, Explainer
 from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for
 from rlexplain.states import collect_states, load_states, save_states
@@ -125,8 +125,10 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     :param max_steps: agent steps per game at most.
     :param reference: the checkpoint whose play collects the states (default: the last).
     """
-    from tqdm.auto import tqdm
 
+    if composite in BASELINES:
+        raise CompareError(f"--composite {composite} is an evaluation baseline, not an explanation; use it in "
+                           f"`rlexplain evaluate`")
     env_id = envs.resolve_env_id(env) if env else None
     specs = resolve_checkpoints(checkpoints, env_id)
     loaded = sorted(((load_agent(s, env=env_id), s) for s in specs),
@@ -137,11 +139,38 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     if env_id is None:
         raise CompareError("the checkpoints do not say which game they play; pass --env")
     steps = [agent.timesteps or checkpoint_steps(agent.path) for agent in agents]
+    state_data = load_states(states, env_id) if states is not None else None  # checked before anything is replaced
+    if state_data is not None:
+        agents[-1].preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line error
     out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
-                          f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force)
-    if states is not None:
-        state_data = load_states(states, env_id)
-    else:
+                               f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force, keep=[states, *paths])
+    summary = {runs.MARKER: "compare", "status": "running", "env_id": env_id,
+               "started": _dt.datetime.now().isoformat(timespec="seconds"), "writer": runs.process_marker(),
+               "versions": runs.versions()}
+    runs.write_summary(out, summary)
+    try:
+        with runs.signals_interrupt():
+            rows, similarity, meta, state_data, maps = _compare(
+                out, env_id, agents, paths, steps, state_data, reference, n_states, games, max_steps, seed, composite,
+                states, progress)
+    except BaseException as exc:
+        summary.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                       error=f"{type(exc).__name__}: {exc}".strip().rstrip(":"),
+                       finished=_dt.datetime.now().isoformat(timespec="seconds"))
+        runs.write_summary(out, summary)
+        raise
+    runs.write_summary(out, {**summary, "status": "complete", **meta,
+                             "finished": _dt.datetime.now().isoformat(timespec="seconds")})
+    return CompareResult(out, rows, similarity, meta, state_data, maps)
+
+
+def _compare(out: Path, env_id: str, agents: list[Agent], paths: list, steps: list[int], state_data: dict | None,
+             reference, n_states: int, games: int, max_steps: int, seed: int, composite: str, states,
+             progress: bool) -> tuple:
+    """The comparison itself, once the output folder is ready (see :func:`compare`)."""
+    from tqdm.auto import tqdm
+
+    if state_data is None:
         ref = load_agent(reference, env=env_id) if reference else agents[-1]
         state_data = collect_states(ref, env_id, n_states, seed, progress=progress)
         state_data.update(env_id=np.array(env_id), seed=np.array(seed), reference=np.array(ref.name),
@@ -150,7 +179,8 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
                 reference=str(state_data.get("reference", "")), policy=str(state_data.get("policy", "stochastic")))
     objects = extractor_for(env_id)
     frame_stack = state_data["obs"].shape[-1]
-    masks = [objects.masks(list(r), frame_stack) for r in state_data["ram"]] if objects else None
+    size = state_data["obs"].shape[1]  # object masks on the agents' own input size
+    masks = [objects.masks(list(r), frame_stack, size) for r in state_data["ram"]] if objects else None
     rows, maps = [], []
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -185,7 +215,7 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
             "reference": str(state_data.get("reference", "")), "versions": runs.versions(),
             "categories": list(objects.categories) + ["other"] if objects else "grid rows"}
     write_json_atomically(out / "compare.json", {**meta, "checkpoints": rows, "similarity": similarity.tolist()})
-    return CompareResult(out, rows, similarity, meta, state_data, maps)
+    return rows, similarity, meta, state_data, maps
 
 
 def _write_summary(path: Path, rows: list[dict]) -> None:

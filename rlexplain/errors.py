@@ -43,3 +43,12 @@ class RunError(RLExplainError, ValueError):
 
 class CompareError(RLExplainError, ValueError):
     """Bad comparison input: checkpoints, states files, games."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGTERM from ``timeout``, ``docker stop`` or a batch scheduler; SIGHUP when
+    the terminal closes), handled like Ctrl-C: what was written is kept and the run says ``interrupted``."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name

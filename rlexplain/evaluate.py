@@ -217,9 +217,10 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
     state_data = load_states(states, env_id) if states is not None else None
     if state_data is not None:
         agent.preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line AgentError
-    out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, f"evaluate-{agent.name}"), force)
+    out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, f"evaluate-{agent.name}"), force,
+                               keep=[states, agent.path])
     summary: dict[str, Any] = {
-        "kind": "evaluate", "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        runs.MARKER: "evaluate", "status": "running", "writer": runs.process_marker(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(), "options": asdict(options),
         "states": str(states) if states else "collected", "sanity_threshold": SANITY_THRESHOLD,
         "measured_output": "Q-value of the greedy action" if agent.output_kind == "q_values"

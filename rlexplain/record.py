@@ -23,8 +23,8 @@ import torch
 
 from rlexplain import envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
-from rlexplain.errors import AgentError, RunError
-from rlexplain.explain import Explainer, Target, parse_target
+from rlexplain.errors import AgentError, RunError, RunInterrupted
+from rlexplain.explain import BASELINES, Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
 
@@ -66,6 +66,9 @@ class RecordOptions:
 
     def check(self) -> None:
         """Raise :class:`RunError` naming the first option out of range."""
+        if self.composite in BASELINES:
+            raise RunError(f"--composite {self.composite} is an evaluation baseline, not an explanation; use it in "
+                           f"`rlexplain evaluate`")
         for name in ("episodes", "max_steps", "fps"):
             if getattr(self, name) < 1:
                 raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -129,20 +132,23 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     if target.mode == "all" and options.show_frames:
         raise RunError("--frames shows the stacked frames of one map; with --action all there is one map per action")
     explainer = Explainer(agent, options.composite)
-    run_dir = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, agent.name), force)
+    run_dir = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, agent.name), force,
+                                   keep=[agent.path])
     recorder = _Recorder(run_dir, agent, explainer, env_id, extractor_for(env_id), target, options)
     recorder.summary.update(seed=options.seed, episodes_requested=options.episodes, max_steps=options.max_steps,
                             options=asdict(options),
                             command=list(command) if command else [sys.executable, *sys.argv])
-    recorder.start()
     previous_threads = torch.get_num_threads()
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        for episode in range(options.episodes):
-            recorder.play(episode)
+        with runs.signals_interrupt():
+            recorder.start()
+            for episode in range(options.episodes):
+                recorder.play(episode)
     except BaseException as exc:
-        recorder.finish("interrupted", exc)
+        with runs.signals_deferred():
+            recorder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
         raise
     finally:
         torch.set_num_threads(previous_threads)
@@ -167,7 +173,8 @@ class _Recorder:
                         + stats.statistic_columns(agent.frame_stack, categories) + ["colour_scale"])
         method = explainer.describe()
         self.summary: dict[str, Any] = {
-            "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            runs.MARKER: "record", "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "writer": runs.process_marker(),
             "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(),
             "method": method, "composite": method.get("name", method["method"]),
             "target": target.label(names), "deterministic": options.deterministic,
@@ -182,7 +189,7 @@ class _Recorder:
         self._csv = None
 
     def start(self) -> None:
-        runs.write_summary(self.run_dir, self.summary)
+        runs.write_summary(self.run_dir, self.summary, reserve=True)
         self._csv_file = open(self.run_dir / runs.STEPS, "w", newline="")
         self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns, extrasaction="ignore")
         self._csv.writeheader()
@@ -198,12 +205,14 @@ class _Recorder:
         obs, _ = env.reset(seed=seed)
         ale = env.unwrapped.ale
         layout = self._layout()
+        size = agent.input_shape[-1]  # object masks on the agent's own input (84, or an rl-zoo screen_size)
         video = (BackgroundVideo(VideoWriter(runs.video_path(self.run_dir, episode), options.fps, options.gif))
                  if options.video else None)
         maps = runs.MapWriter(runs.maps_dir(self.run_dir, episode))
         history: list[np.ndarray] = []  # RAM of the last frame_stack steps, for per-frame object masks
         score, step, lives_start = 0.0, 0, ale.lives()
         record = {"episode": episode, "seed": seed, "return": 0.0, "length": 0, "status": "running"}
+        steps_path = self.run_dir / runs.STEPS
         self.episodes.append(record)
         bar = tqdm(desc=f"episode {episode}", unit="step", disable=not options.progress, leave=False)
         try:
@@ -216,7 +225,7 @@ class _Recorder:
                 ram = ale.getRAM().copy()
                 lives = ale.lives()
                 history = (history + [ram])[-agent.frame_stack:]
-                masks = self.objects.masks(history, agent.frame_stack) if self.objects else None
+                masks = self.objects.masks(history, agent.frame_stack, size) if self.objects else None
                 next_obs, reward, terminated, truncated, _ = env.step(a)
                 score += float(reward)
                 values = agent.values(explanation.outputs[0])
@@ -225,8 +234,9 @@ class _Recorder:
                        "reward": float(reward), "score": score, "lives": lives, "colour_scale": scale}
                 row.update({f"value_{n}": float(v) for n, v in zip(agent.action_names, values)})
                 row.update(stats.step_statistics(chosen_map, masks))
-                self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
-                self._csv_file.flush()
+                with runs.naming(steps_path):
+                    self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
+                    self._csv_file.flush()
                 self.means.update(row)
                 self.steps += 1
                 maps.add(step, relevance=torch.from_numpy(relevance).half().numpy(), obs=obs, frames=frame, ram=ram,
@@ -244,14 +254,21 @@ class _Recorder:
                     break
             record["status"] = "complete"
         finally:
-            bar.close()
-            record["lives_lost"] = int(lives_start - ale.lives())
-            maps.flush()
-            if video is not None:
-                video.close()
-                record["video"] = video.path.name
-                record["video_frames"] = video.frames
-            env.close()
+            with runs.signals_deferred():
+                bar.close()
+                record["lives_lost"] = int(lives_start - ale.lives())
+                record["rows"] = step
+                try:
+                    maps.flush()
+                finally:
+                    record["map_steps"] = maps.written
+                    if video is not None:
+                        try:
+                            video.close()
+                        finally:
+                            record["video"] = video.path.name
+                            record["video_frames"] = video.frames
+                    env.close()
 
     def _layout(self) -> render.FrameLayout:
         agent = self.agent
@@ -280,12 +297,23 @@ class _Recorder:
         return layout.compose(game, values, action, info, tiles)
 
     def finish(self, status: str, error: BaseException | None = None) -> None:
+        """Close the CSV and write the final summary: ``complete``, ``interrupted`` (Ctrl-C, SIGTERM,
+        SIGHUP) or ``failed`` (an error, e.g. a full disk), with each episode's counts of CSV rows,
+        map steps and video frames."""
         if self._csv_file is not None and not self._csv_file.closed:
-            self._csv_file.close()
+            try:
+                self._csv_file.close()
+            except OSError:
+                pass  # a full disk: the rows flushed before are on disk
         self.summary["status"] = status
         self.summary["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         if error is not None:
             self.summary["error"] = f"{type(error).__name__}: {error}".strip().rstrip(":")
+            if isinstance(error, RunInterrupted):
+                self.summary["signal"] = error.signal_name
+        for episode in self.episodes:
+            if episode["status"] == "running":
+                episode["status"] = status
         self.summary["episodes"] = self.episodes
         returns = [e["return"] for e in self.episodes if e.get("status") == "complete"]
         self.summary["mean_return"] = float(np.mean(returns)) if returns else None
@@ -294,7 +322,8 @@ class _Recorder:
         try:
             runs.write_summary(self.run_dir, self.summary)
         except OSError:
-            pass  # e.g. a full disk: the "running" summary and everything flushed before stay on disk
+            pass  # the final summary does not fit even the reserved space: `stats` reports the run as ended
+            # without closing, and `stats --repair` rebuilds the summary from the files
 
 
 def _method_notes(method: dict) -> list[str]:

@@ -14,27 +14,40 @@ This module is the only code that knows the file names of a run. A run folder ho
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
 import json
+import os
 import platform
 import shutil
+import signal
+import socket
+import threading
+import time
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rlexplain import envs
-from rlexplain.errors import RunError
-from rlexplain.files import write_atomically, write_json_atomically
+from rlexplain.errors import RunError, RunInterrupted
+from rlexplain.files import to_json, write_atomically
 
 SUMMARY = "summary.json"
 STEPS = "steps.csv"
 MAPS = "maps"
 PLOTS = "plots"
-#: Steps of maps buffered in memory before a chunk is written.
-CHUNK_STEPS = 256
+#: Steps of maps buffered in memory before a chunk is written: at most this many are lost if the
+#: process is killed (SIGKILL, power loss); every other ending writes the buffer out.
+CHUNK_STEPS = 16
+#: The key in every summary.json rlexplain writes, naming the command: how ``--force`` recognises
+#: a folder it may replace.
+MARKER = "rlexplain_run"
+#: A "running" run whose files have not changed for this long, or whose process is gone, ended without closing.
+STALE_SECONDS = 120
 
 
 def video_path(run_dir: Path, episode: int) -> Path:
@@ -52,17 +65,50 @@ def default_run_dir(env_id: str, agent_name: str, root: str | Path = "runs") -> 
     return Path(root) / f"{envs.game_name(env_id)}-{safe}-{stamp}"
 
 
-def prepare_run_dir(out: Path, force: bool) -> Path:
-    """Create ``out``; refuse a non-empty one unless ``force``; fail early if it is not writable."""
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` is an rlexplain output: its summary.json (a JSON object) carries :data:`MARKER`, or,
+    for runs written before the marker existed, names rlexplain among its versions."""
+    try:
+        data = json.loads((Path(folder) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and (MARKER in data or "rlexplain" in (data.get("versions") or {})):
+        return True
+    try:  # comparisons written before they had a summary.json
+        return "versions" in json.loads((Path(folder) / "compare.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def prepare_run_dir(out: Path, force: bool, keep: Sequence[str | Path] = ()) -> Path:
+    """Create ``out``, or with ``force`` empty an earlier rlexplain output there; fail early if not writable.
+
+    Call it only after every option and input has been checked, so that a bad option never costs the
+    old run. ``force`` never empties a folder that is not recognisably an rlexplain output
+    (:func:`is_run_dir`), and never deletes the files in ``keep`` (inputs of the new run, such as a
+    states file inside the old output folder).
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"output {out} exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise RunError(f"output folder {out} exists and is not empty; pass --force to overwrite it or "
-                           f"choose another --out")
+            raise RunError(f"output folder {out} exists and is not empty; pass --force to replace an earlier rlexplain "
+                           f"output there, or choose another --out")
+        if not is_run_dir(out):
+            raise RunError(f"--force refused: {out} is not an rlexplain output folder (no rlexplain summary.json); "
+                           f"it may hold other files, so choose another --out")
+        kept = {Path(k).resolve() for k in keep if k is not None}
         for item in out.iterdir():
-            shutil.rmtree(item) if item.is_dir() else item.unlink()
+            resolved = item.resolve()
+            if resolved in kept:
+                continue
+            if item.is_dir() and not item.is_symlink():
+                if any(k.is_relative_to(resolved) for k in kept):
+                    continue  # a kept input lies inside: leave that subfolder
+                shutil.rmtree(item)
+            else:
+                item.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -71,6 +117,78 @@ def prepare_run_dir(out: Path, force: bool) -> Path:
     except OSError as exc:
         raise RunError(f"cannot write to output folder {out} ({exc.strerror}); choose a writable --out") from exc
     return out
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise :class:`~rlexplain.errors.RunInterrupted` in the main thread (as
+    Ctrl-C raises KeyboardInterrupt), so a run stopped by ``timeout``, ``docker stop`` or a scheduler closes
+    its files and says ``interrupted``. Outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {s: signal.signal(s, handler) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While inside (closing a run's files), Ctrl-C, SIGTERM and SIGHUP are ignored, so a second Ctrl-C
+    cannot leave half-written files; the closing code bounds its own waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Re-raise an OSError from writing ``path`` (a full disk, a quota) with the path in its message."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def process_marker() -> dict:
+    """Who writes a running run: host and process id, so that a reader can tell a live run from a dead one."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def ended_without_closing(run_dir: str | Path, summary: dict) -> bool:
+    """A summary still saying ``running`` whose writer is gone: its process no longer exists (same host), or
+    its files have not changed for :data:`STALE_SECONDS` (another host)."""
+    if summary.get("status") != "running":
+        return False
+    writer = summary.get("writer") or {}
+    if writer.get("host") == socket.gethostname() and isinstance(writer.get("pid"), int):
+        try:
+            os.kill(writer["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, owned by someone else
+            return False
+        return False
+    files = [Path(run_dir) / SUMMARY, Path(run_dir) / STEPS]
+    newest = max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+    return time.time() - newest > STALE_SECONDS
 
 
 def versions() -> dict[str, str]:
@@ -91,8 +209,32 @@ def versions() -> dict[str, str]:
             "gymnasium": gymnasium.__version__, "ale_py": ale_py.__version__}
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-    write_json_atomically(Path(run_dir) / SUMMARY, summary)
+#: Bytes the first summary of a run reserves on disk (as trailing whitespace), so that the final summary
+#: can still be written when the disk has filled up in between.
+SUMMARY_RESERVE = 1 << 16
+
+
+def write_summary(run_dir: Path, summary: dict, reserve: bool = False) -> None:
+    """Write ``summary.json`` atomically; ``reserve`` pads it with :data:`SUMMARY_RESERVE` bytes of whitespace.
+
+    If the atomic write fails (a full disk), the summary is written over the old file in place, inside
+    the space the padded first summary reserved, so that a run stopped by a full disk still says so.
+    """
+    path = Path(run_dir) / SUMMARY
+    text = to_json(summary)
+    if reserve:
+        text += " " * SUMMARY_RESERVE + "\n"
+    try:
+        write_atomically(path, text.encode())
+    except OSError:
+        payload = text.encode()
+        if not path.is_file() or len(payload) > path.stat().st_size:
+            raise
+        with open(path, "r+b") as f:  # the blocks are already allocated: overwriting needs no free space
+            f.write(payload)
+            f.write(b" " * (path.stat().st_size - len(payload)))
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_summary(run_dir: str | Path) -> dict:
@@ -140,6 +282,8 @@ class MapWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._buffer: dict[str, list[np.ndarray]] = {}
         self._first = 0
+        #: steps written to disk so far
+        self.written = 0
 
     def add(self, step: int, **arrays: np.ndarray) -> None:
         if not self._buffer:
@@ -159,13 +303,33 @@ class MapWriter:
                 np.lib.format.write_array(buffer, np.stack(values), allow_pickle=False)
                 method = zipfile.ZIP_STORED if key in self.STORED else zipfile.ZIP_DEFLATED
                 archive.writestr(zipfile.ZipInfo(f"{key}.npy"), buffer.getvalue(), compress_type=method)
-        write_atomically(self.folder / f"chunk_{self._first:06d}.npz", payload.getvalue())
+        path = self.folder / f"chunk_{self._first:06d}.npz"
+        with naming(path):
+            write_atomically(path, payload.getvalue())
+        self.written += len(self._buffer["step"])
         self._buffer = {}
 
 
 def map_chunks(run_dir: str | Path, episode: int) -> list[Path]:
     """The map chunk files of one episode, in step order."""
     return sorted(maps_dir(Path(run_dir), episode).glob("chunk_*.npz"))
+
+
+def iter_maps(run_dir: str | Path, episode: int, keys: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The stored per-step arrays of one episode, one chunk at a time (memory bounded by the chunk size).
+
+    :param keys: the arrays to read (all when None); unread arrays are never decompressed.
+    """
+    for chunk in map_chunks(run_dir, episode):
+        with np.load(chunk) as data:
+            yield {k: data[k] for k in (keys if keys is not None else data.files) if k in data.files}
+
+
+def episodes_on_disk(run_dir: str | Path) -> list[int]:
+    """Episodes with a maps folder, in order."""
+    folder = Path(run_dir) / MAPS
+    found = [int(p.name.split("_")[1]) for p in folder.glob("episode_*") if p.name.split("_")[1].isdigit()]
+    return sorted(found)
 
 
 def load_maps(run_dir: str | Path, episode: int) -> dict[str, np.ndarray]:
@@ -179,3 +343,60 @@ def load_maps(run_dir: str | Path, episode: int) -> dict[str, np.ndarray]:
             for key in data.files:
                 parts.setdefault(key, []).append(data[key])
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def run_status(run_dir: str | Path, summary: dict) -> str:
+    """The status a reader should believe: the summary's own, or ``ended without closing``."""
+    return "ended without closing" if ended_without_closing(run_dir, summary) else str(summary.get("status"))
+
+
+def repair(run_dir: str | Path) -> dict:
+    """Finalise the summary of a run that ended without closing (SIGKILL, power loss, a disk so full that
+    not even the reserved summary fitted) from what is on disk, and remove half-written temporary files.
+
+    Per episode it states the counts that survived -- CSV rows, map steps, video frames -- which may
+    differ by the few steps that were in flight; the return and length come from the CSV.
+    """
+    from rlexplain.stats import RunningMeans
+
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if summary.get("status") == "running" and not ended_without_closing(run_dir, summary):
+        writer = summary.get("writer") or {}
+        raise RunError(f"{run_dir} is still being written (process {writer.get('pid')} on {writer.get('host')}); "
+                       f"repair it after it has ended")
+    for leftover in run_dir.rglob("*.tmp"):
+        leftover.unlink()
+    columns = read_steps(run_dir) if (run_dir / STEPS).is_file() else {}
+    episode_ids = sorted(set(np.unique(columns.get("episode", np.array([]))).astype(int)) | set(episodes_on_disk(run_dir)))
+    previous = {e.get("episode"): e for e in summary.get("episodes", []) if isinstance(e, dict)}
+    episodes = []
+    for k in episode_ids:
+        sel = columns["episode"] == k if columns else np.zeros(0, bool)
+        map_steps = sum(len(chunk["step"]) for chunk in iter_maps(run_dir, k, ["step"]))
+        video = video_path(run_dir, k)
+        frames = None
+        if video.is_file():
+            try:
+                import imageio_ffmpeg
+
+                frames = int(imageio_ffmpeg.count_frames_and_secs(str(video))[0])
+            except Exception:  # an mp4 cut before its first fragment: no frame is readable
+                frames = 0
+        entry = dict(previous.get(k, {"episode": k}))
+        entry.update(rows=int(sel.sum()), map_steps=int(map_steps), video_frames=frames, length=int(sel.sum()),
+                     status=entry.get("status") if entry.get("status") not in (None, "running") else
+                     "ended without closing")
+        if sel.any():
+            entry["return"] = float(columns["score"][sel][-1])
+        episodes.append(entry)
+    means = RunningMeans(["relevance_", "frame_share_", "share_", "density_", "entropy", "com_"])
+    for i in range(len(columns.get("step", []))):
+        means.update({k: float(v[i]) for k, v in columns.items() if v.dtype.kind == "f"})
+    if summary.get("status") == "running":
+        summary.update(status="interrupted", error="ended without closing (killed, or the machine stopped); "
+                                                    "summary rebuilt from the files by `rlexplain stats --repair`")
+    summary.update(episodes=episodes, steps=int(len(columns.get("step", []))), means=means.means(),
+                   repaired=_dt.datetime.now().isoformat(timespec="seconds"))
+    write_summary(run_dir, summary)
+    return summary

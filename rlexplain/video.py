@@ -3,55 +3,77 @@ encoded on a worker thread while the agent plays on."""
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 
+def _ffmpeg_writer(path: Path, size: tuple[int, int], fps: int, codec: str, pix_fmt: str, params: list[str]):
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(path), size, fps=fps, codec=codec, pix_fmt_out=pix_fmt,
+                                         macro_block_size=16 if codec == "libx264" else 1, quality=None,
+                                         bitrate=None, ffmpeg_log_level="error", output_params=params)
+    writer.send(None)
+    return writer
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """ffmpeg failures (a full disk, a closed pipe) as OSErrors naming the file being written."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    except RuntimeError as exc:  # imageio-ffmpeg reports a dead ffmpeg as a RuntimeError
+        raise OSError(0, str(exc).splitlines()[0], str(path)) from exc
+
+
 class VideoWriter:
-    """Frames to an H.264 fragmented MP4 (each fragment playable on its own), and optionally a GIF."""
+    """Frames to an H.264 fragmented MP4 (each fragment playable on its own), and optionally a half-size GIF.
+
+    Both are encoded by ffmpeg as the frames arrive, so memory stays bounded however long the game,
+    and a killed run leaves files that play up to their last frame.
+    """
 
     def __init__(self, path: Path, fps: int, gif: bool = False) -> None:
         self.path = path
         self.fps = fps
         self._writer = None
         self._gif = None
-        self._gif_path = path.with_suffix(".gif") if gif else None
+        self.gif_path = path.with_suffix(".gif") if gif else None
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
+        h, w = frame.shape[:2]
         if self._writer is None:
-            import imageio_ffmpeg
-
-            h, w = frame.shape[:2]
-            self._writer = imageio_ffmpeg.write_frames(
-                str(self.path), (w, h), fps=self.fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=16,
-                quality=None, bitrate=None, ffmpeg_log_level="error",
-                output_params=["-preset", "ultrafast", "-threads", "1", "-crf", "23", "-g", str(2 * self.fps),
-                               "-movflags", "frag_keyframe+empty_moov+default_base_moof"],
-            )
-            self._writer.send(None)
-            if self._gif_path is not None:
-                import imageio.v2 as imageio
-
-                self._gif = imageio.get_writer(self._gif_path, mode="I", duration=1000 / self.fps, loop=0)
-        self._writer.send(np.ascontiguousarray(frame))
+            with _naming(self.path):
+                self._writer = _ffmpeg_writer(
+                    self.path, (w, h), self.fps, "libx264", "yuv420p",
+                    ["-preset", "ultrafast", "-threads", "1", "-crf", "23", "-g", str(2 * self.fps),
+                     "-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            if self.gif_path is not None:
+                with _naming(self.gif_path):
+                    self._gif = _ffmpeg_writer(self.gif_path, (w // 2, h // 2), self.fps, "gif", "rgb8",
+                                               ["-threads", "1", "-loop", "0"])
+        with _naming(self.path):
+            self._writer.send(np.ascontiguousarray(frame))
         if self._gif is not None:
-            self._gif.append_data(frame[::2, ::2])
+            with _naming(self.gif_path):
+                self._gif.send(np.ascontiguousarray(frame[: h // 2 * 2: 2, : w // 2 * 2: 2]))
         self.frames += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            finally:
-                self._writer = None
-        if self._gif is not None:
-            self._gif.close()
-            self._gif = None
+        for attr, path in (("_writer", self.path), ("_gif", self.gif_path)):
+            writer = getattr(self, attr)
+            setattr(self, attr, None)
+            if writer is not None:
+                with _naming(path):
+                    writer.close()
 
 
 class BackgroundVideo:
@@ -94,9 +116,20 @@ class BackgroundVideo:
             raise self._error
         self._queue.put((render, args))
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self.writer.close()
+    def close(self, timeout: float = 60.0) -> None:
+        """Write the queued frames and close the files; waits at most ``timeout`` seconds for the worker.
+
+        The worker is stopped by a sentinel put into the queue (never by an unbounded join): a worker
+        that has failed drains the queue without rendering, so the sentinel always gets through.
+        """
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.writer.close()
+        elif self._error is None:
+            self._error = TimeoutError(f"the video worker did not finish {self.writer.path} within {timeout:g} s")
         if self._error is not None:
             raise self._error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import imageio.v2 as imageio
 import numpy as np
@@ -100,15 +101,24 @@ def test_interrupted_run_keeps_its_video_rows_and_says_interrupted(tmp_path, age
     assert summary["status"] == "interrupted" and "KeyboardInterrupt" in summary["error"]
 
 
-def test_existing_non_empty_output_folder_is_not_overwritten_without_force(tmp_path, agent):
+def test_force_replaces_only_an_earlier_run_and_never_before_the_options_are_checked(tmp_path, agent):
     out = tmp_path / "run"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(RecordError, match="exists and is not empty; pass --force"):
         record("Breakout", agent, max_steps=5, out=out, progress=False)
+    with pytest.raises(RecordError, match="--force refused: .* is not an rlexplain output folder"):
+        record("Breakout", agent, max_steps=5, out=out, force=True, progress=False)
     assert (out / "precious.txt").read_text() == "keep me"
-    record("Breakout", agent, max_steps=5, out=out, force=True, video=False, progress=False)
-    assert not (out / "precious.txt").exists() and (out / "steps.csv").is_file()
+    (out / "precious.txt").unlink()
+    record("Breakout", agent, max_steps=5, out=out, video=False, progress=False)
+    before = (out / "steps.csv").read_text()
+    with pytest.raises(RecordError, match="--seed must be >= 0"):
+        record("Breakout", agent, max_steps=5, out=out, force=True, seed=-1, progress=False)
+    assert (out / "steps.csv").read_text() == before  # a bad option costs nothing
+    shutil.copy(agent.path, out / "agent.zip")  # an input inside the folder being replaced is kept
+    record("Breakout", str(out / "agent.zip"), max_steps=3, out=out, force=True, video=False, progress=False)
+    assert (out / "agent.zip").is_file() and len(rows(out)) == 3
 
 
 def test_action_all_stores_one_map_per_action_and_shows_them(tmp_path, agent):
@@ -157,7 +167,7 @@ def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
         assert message in err and "\n" not in err
 
 
-def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted(tmp_path, agent, monkeypatch):
+def test_an_error_mid_run_keeps_what_was_written_says_failed_and_counts_agree(tmp_path, agent, monkeypatch):
     import errno
 
     from rlexplain import stats
@@ -169,8 +179,12 @@ def test_a_crash_such_as_a_full_disk_keeps_what_was_written_and_says_interrupted
         record("Breakout", agent, max_steps=60, out=out, progress=False)
     assert len(rows(out)) == 20
     assert len(video_frames(out / "episode_0.mp4")) == 20
+    assert len(load_maps(out, 0)["step"]) == 20
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and "No space left" in summary["error"]
+    assert summary["status"] == "failed" and "No space left" in summary["error"]
+    episode = summary["episodes"][0]
+    assert episode["status"] == "failed" and episode["rows"] == episode["map_steps"] == episode["video_frames"] == 20
+    assert not list(out.rglob("*.tmp"))
 
 
 def test_several_episodes_get_their_own_video_maps_and_rows(tmp_path, agent):

@@ -218,8 +218,9 @@ def resolve_spec(spec: str | Path) -> tuple[Path, dict]:
     """A checkpoint path and what the location says about it (env id, frame stack, wrapper, name)."""
     text = str(spec)
     p = Path(text).expanduser()
-    if p.is_file():
-        return p, {}
+    if p.is_file():  # a zip inside an rl-zoo run folder (e.g. one of its rl_model_*_steps.zip) gets its settings
+        env_dirs = [d for d in p.parent.iterdir() if d.is_dir() and (d / "config.yml").is_file()]
+        return p, ({"env_id": env_dirs[0].name, **rlzoo_settings(env_dirs[0])} if env_dirs else {})
     if p.is_dir():
         env_dirs = [d for d in p.iterdir() if d.is_dir() and (d / "config.yml").is_file()]
         env_id = env_dirs[0].name if env_dirs else None

@@ -18,7 +18,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rlexplain import render, runs, stats
-from rlexplain.errors import RunError
 from rlexplain.runs import read_steps
 
 
@@ -56,7 +55,7 @@ def plot_run(run_dir: str | Path) -> Path:
         ax.legend(loc="upper right", fontsize=8, ncol=3)
         fig.tight_layout()
         fig.savefig(out / f"shares_episode_{episode}.png", dpi=100)
-        _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png")
+        _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png", columns["action"][sel])
     _per_action(columns, series, out / "shares_per_action.png")
     (out / "summary_table.md").write_text(summary_table(run_dir, columns, summary))
     return out
@@ -70,30 +69,36 @@ def _smooth(values: np.ndarray, window: int = 15) -> np.ndarray:
     return np.convolve(v, kernel, mode="same") / np.convolve(np.ones_like(v), kernel, mode="same")
 
 
-def _mean_heatmap(run_dir: Path, episode: int, path: Path) -> None:
-    try:
-        maps = runs.load_maps(run_dir, episode)
-    except RunError:
+def _mean_heatmap(run_dir: Path, episode: int, path: Path, actions: np.ndarray) -> None:
+    """The episode's mean relevance (of the explained action; summed over stacked frames) over its mean
+    frame, with a colour bar: read chunk by chunk, so memory does not grow with the episode."""
+    total_map, total_frame, n = None, None, 0
+    for chunk in runs.iter_maps(run_dir, episode, ["relevance", "frames", "step"]):
+        rel = chunk["relevance"].astype(np.float32)
+        if rel.ndim == 5:  # --action all: the map of the action taken at each step
+            rel = rel[np.arange(len(rel)), actions[chunk["step"].astype(int)].astype(int)]
+        summed = rel.sum((0, -1), dtype=np.float64)
+        frames = chunk["frames"].sum(0, dtype=np.float64)
+        total_map = summed if total_map is None else total_map + summed
+        total_frame = frames if total_frame is None else total_frame + frames
+        n += len(rel)
+    if not n:
         return
-    rel = maps["relevance"].astype(np.float32)
-    if rel.ndim == 5:  # action "all": explain the chosen actions' maps? use the mean over actions
-        rel = rel.mean(1)
-    per_step = rel.sum(-1)
-    mean = per_step.mean(0)
-    flat = per_step.reshape(len(per_step), -1)
-    centred = flat - flat.mean(1, keepdims=True)
-    m = mean.ravel() - mean.mean()
-    corr = centred @ m / (np.linalg.norm(centred, axis=1) * np.linalg.norm(m) + 1e-12)
-    best = int(np.argmax(corr))
-    frame = maps["frames"][best]
+    mean, frame = total_map / n, (total_frame / n).round().astype(np.uint8)
     scale = render.robust_max(mean) or 1.0
     image = render.overlay(frame, render.to_native(mean), scale)
-    fig = Figure(figsize=(4, 5.5))
+    fig = Figure(figsize=(4.4, 5.6))
     ax = fig.subplots()
     ax.imshow(image)
-    ax.set_title(f"mean relevance, episode {episode}\non step {int(maps['step'][best])} (r={corr[best]:.2f})",
-                 fontsize=9)
+    ax.set_title(f"mean relevance, episode {episode} ({n} steps)\nover the episode's mean frame", fontsize=9)
     ax.axis("off")
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    lut = render.LUT_RGB
+    bar = fig.colorbar(ScalarMappable(Normalize(-scale, scale), ListedColormap(lut / 255.0)), ax=ax, fraction=0.05,
+                       pad=0.02)
+    bar.set_label("mean relevance (red: for the action, blue: against)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -120,7 +125,7 @@ def summary_table(run_dir: Path, columns: dict[str, np.ndarray] | None = None, s
     columns = columns if columns is not None else read_steps(run_dir)
     summary = summary if summary is not None else runs.read_summary(run_dir)
     lines = [f"# {summary.get('agent', {}).get('name')} on {summary.get('env_id')} ({summary.get('composite')}, "
-             f"status {summary.get('status')})", "", "| episode | return | length | lives lost | end |",
+             f"status {runs.run_status(run_dir, summary)})", "", "| episode | return | length | lives lost | end |",
              "|---:|---:|---:|---:|---|"]
     for e in summary.get("episodes", []):
         lines.append(f"| {e['episode']} | {e['return']:g} | {e['length']} | {e.get('lives_lost', '')} | "
