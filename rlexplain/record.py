@@ -213,6 +213,7 @@ class _Recorder:
         score, step, lives_start = 0.0, 0, ale.lives()
         record = {"episode": episode, "seed": seed, "return": 0.0, "length": 0, "status": "running"}
         steps_path = self.run_dir / runs.STEPS
+        rows_written = 0
         self.episodes.append(record)
         bar = tqdm(desc=f"episode {episode}", unit="step", disable=not options.progress, leave=False)
         try:
@@ -237,6 +238,7 @@ class _Recorder:
                 with runs.naming(steps_path):
                     self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
                     self._csv_file.flush()
+                rows_written += 1
                 self.means.update(row)
                 self.steps += 1
                 maps.add(step, relevance=torch.from_numpy(relevance).half().numpy(), obs=obs, frames=frame, ram=ram,
@@ -257,7 +259,7 @@ class _Recorder:
             with runs.signals_deferred():
                 bar.close()
                 record["lives_lost"] = int(lives_start - ale.lives())
-                record["rows"] = step
+                record["rows"] = rows_written
                 try:
                     maps.flush()
                 finally:
