@@ -14,9 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rlexplain import envs
 from rlexplain.errors import RLExplainError
-from rlexplain.explain import METHODS
+from rlexplain.catalog import DEFAULT_METHOD, METHOD_NAMES as METHODS
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -105,6 +104,7 @@ def _agents(args: argparse.Namespace) -> int:
 
 
 def _games(args: argparse.Namespace) -> int:
+    from rlexplain import envs
     from rlexplain.agents import hub, list_bundled
 
     bundled: dict[str, list[str]] = {}
@@ -137,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--agent", help="SB3 .zip, rl-zoo run folder, hf:ORG/REPO (Hugging Face Hub), or bundled name "
                                    "(default: the game's bundled agent)")
     r.add_argument("--episodes", type=int, default=1, help="full games to play (default 1)")
-    r.add_argument("--max-steps", type=int, default=envs.MAX_EPISODE_STEPS, help="agent steps per game at most")
+    r.add_argument("--max-steps", type=int, default=27_000, help="agent steps per game at most (default 27000: "
+                                                                   "30 minutes of play)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
+    r.add_argument("--composite", default=DEFAULT_METHOD, choices=METHODS)
     r.add_argument("--action", default="chosen", help="chosen | all | contrastive | <action index or name>")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
@@ -173,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--games", type=int, default=2, help="full games per checkpoint for its return")
     c.add_argument("--max-steps", type=int, default=10_000, help="agent steps per game at most")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--composite", default="epsilon_plus_flat", choices=METHODS)
+    c.add_argument("--composite", default=DEFAULT_METHOD, choices=METHODS)
     c.add_argument("--reference", help="checkpoint whose play collects the states (default: the last)")
     c.add_argument("--force", action="store_true")
     c.add_argument("--no-video", action="store_true", help="no states.mp4")

@@ -36,7 +36,7 @@ from rlexplain import envs, runs, stats
 from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.errors import CompareError
-from rlexplain.explain import BASELINES, Explainer
+from rlexplain.explainer import BASELINES, Explainer
 from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for
 from rlexplain.states import collect_states, load_states, save_states

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from rlexplain import envs, runs, stats
 from rlexplain.agents import Agent, load_agent
 from rlexplain.errors import MethodError, RunError
-from rlexplain.explain import METHODS, make_method, target_weights
+from rlexplain.explainer import METHODS, make_method, target_weights
 from rlexplain.lrp.composites import COMPOSITES
 from rlexplain.methods import gaussian_blur
 from rlexplain.states import collect_states, load_states, save_states
@@ -65,7 +65,7 @@ CURVE_COLUMNS = ["method", "order", "step", "mean_output", "se"]
 class EvaluateOptions:
     """How to evaluate.
 
-    :ivar methods: the methods to score (names of :data:`rlexplain.explain.METHODS`).
+    :ivar methods: the methods to score (names of :data:`rlexplain.explainer.METHODS`).
     :ivar n_states: states collected by greedy play (ignored with ``states``).
     :ivar region: side of the square regions, in input pixels; must divide the input size.
     :ivar steps: K, the regions perturbed one after the other, per order.

@@ -24,7 +24,7 @@ import torch
 from rlexplain import envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.errors import AgentError, RunError, RunInterrupted
-from rlexplain.explain import BASELINES, Explainer, Target, parse_target
+from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
 
@@ -37,8 +37,8 @@ class RecordOptions:
 
     :ivar episodes: full games to play. :ivar max_steps: cap on agent steps per game.
     :ivar seed: seeds the env (game ``k`` uses ``seed + k``) and the agent's own randomness.
-    :ivar composite: the explanation method (:data:`rlexplain.explain.METHODS`).
-    :ivar action: the explained target (:func:`rlexplain.explain.parse_target`): ``chosen``,
+    :ivar composite: the explanation method (:data:`rlexplain.explainer.METHODS`).
+    :ivar action: the explained target (:func:`rlexplain.explainer.parse_target`): ``chosen``,
         ``all``, ``contrastive``, or an action index / name.
     :ivar deterministic: greedy actions; False for the agent's stochastic policy.
     :ivar fps: video frame rate (15 = real time: the game shows 15 agent steps per second).

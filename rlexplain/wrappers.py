@@ -14,7 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlexplain.agents import Agent
-from rlexplain.explain import Explainer
+from rlexplain.explainer import Explainer
 
 
 class RelevanceWrapper(gym.Wrapper):
@@ -22,7 +22,7 @@ class RelevanceWrapper(gym.Wrapper):
 
     :param env: an env yielding the agent's observations (e.g. ``agent.make_env()``).
     :param agent: the agent whose decision is explained (not necessarily the one choosing actions).
-    :param composite: as for :class:`~rlexplain.explain.Explainer`.
+    :param composite: as for :class:`~rlexplain.explainer.Explainer`.
     """
 
     def __init__(self, env: gym.Env, agent: Agent, composite: Any = "epsilon_plus_flat", **kwargs: Any) -> None:

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlexplain.agents import build_networks  # noqa: E402
-from rlexplain.explain import make_method  # noqa: E402
+from rlexplain.explainer import make_method  # noqa: E402
 from rlexplain.lrp import COMPOSITES  # noqa: E402
 
 ZENNIT = {

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rlexplain import cli, evaluate as ev
-from rlexplain.explain import make_method
+from rlexplain.explainer import make_method
 
 from conftest import require
 
@@ -78,7 +78,7 @@ def test_randomisation_check_fails_a_map_proportional_to_the_input_and_passes_th
 
     from rlexplain.methods.gradient import _GradientMethod
 
-    explain_module = sys.modules["rlexplain.explain"]  # the package's `explain` attribute is the function
+    explain_module = sys.modules["rlexplain.explainer"]  # the package's `explain` attribute is the function
 
     class InputMap(_GradientMethod):
         name = "input"

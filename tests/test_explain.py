@@ -11,7 +11,7 @@ from conftest import fake_atari_env
 import rlexplain
 from rlexplain.agents import from_model, load_agent
 from rlexplain.errors import MethodError, TargetError
-from rlexplain.explain import METHODS, Explainer, explain, parse_target
+from rlexplain.explainer import METHODS, Explainer, explain, parse_target
 
 
 @pytest.fixture(scope="module")

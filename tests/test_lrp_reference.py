@@ -17,7 +17,7 @@ from conftest import import_zennit
 from torch import nn
 
 from rlexplain.errors import UnsupportedLayerError
-from rlexplain.explain import make_method
+from rlexplain.explainer import make_method
 from rlexplain.lrp import COMPOSITES, LRP, AlphaBeta, Epsilon, Gamma, ZPlus
 
 TOLERANCE = 1e-6

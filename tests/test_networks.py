@@ -15,7 +15,7 @@ from torch import nn
 
 from rlexplain.agents import from_model
 from rlexplain.errors import AgentError, UnsupportedLayerError
-from rlexplain.explain import Explainer, explain
+from rlexplain.explainer import Explainer, explain
 
 TOLERANCE = 1e-6
 ZENNIT_NAMES = {"epsilon_plus": "EpsilonPlus", "epsilon_plus_flat": "EpsilonPlusFlat",

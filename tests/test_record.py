@@ -13,7 +13,7 @@ import pytest
 from rlexplain import cli
 from rlexplain.agents import load_agent
 from rlexplain.errors import RunError as RecordError
-from rlexplain.explain import Explainer, explain
+from rlexplain.explainer import Explainer, explain
 from rlexplain.record import record
 from rlexplain.runs import load_maps
 from rlexplain.wrappers import RelevanceWrapper, VecRelevance

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rlexplain import cli, runs
-from rlexplain.explain import Explainer
+from rlexplain.explainer import Explainer
 from rlexplain.record import record
 
 from conftest import fake_atari_env

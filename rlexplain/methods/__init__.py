@@ -2,7 +2,7 @@
 
 A method has ``forward(x) -> Trace`` (one pass that keeps what it needs) and
 ``relevance(trace, weights) -> Tensor`` (the map of the explained outputs ``weights . outputs``),
-and ``describe()`` for summaries. :mod:`rlexplain.explain` keeps the registry of all methods.
+and ``describe()`` for summaries. :mod:`rlexplain.explainer` keeps the registry of all methods.
 """
 
 from rlexplain.methods.baseline import RandomMap

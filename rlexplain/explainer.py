@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rlexplain import catalog
 from rlexplain.agents import Agent
 from rlexplain.errors import AgentError, MethodError, TargetError
 from rlexplain.lrp.composites import COMPOSITES, Composite, UserMapping
@@ -131,6 +132,8 @@ OTHER_METHODS: dict[str, Callable[..., Method]] = {
 METHODS: tuple[str, ...] = tuple(COMPOSITES) + tuple(OTHER_METHODS)
 #: Methods that are baselines for evaluation, not explanations (refused by ``record`` and ``compare``).
 BASELINES = ("random",)
+if METHODS != catalog.METHOD_NAMES:  # the command line's list must name exactly the registered methods
+    raise ImportError(f"rlexplain.catalog.METHOD_NAMES {catalog.METHOD_NAMES} != registered methods {METHODS}")
 
 
 def make_method(network: nn.Module, method: str | Composite | UserMapping = "epsilon_plus_flat",
