@@ -36,6 +36,7 @@ from rlexplain import envs, runs, stats
 from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.errors import CompareError
+from rlexplain.catalog import DEFAULT_METHOD
 from rlexplain.explainer import BASELINES, Explainer
 from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for
@@ -112,7 +113,7 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
 
 def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = None, *, out: str | Path | None = None,
             states: str | Path | None = None, n_states: int = 200, games: int = 2, max_steps: int = 10_000,
-            seed: int = 0, composite: str = "epsilon_plus_flat", reference: str | Path | None = None,
+            seed: int = 0, composite: str = DEFAULT_METHOD, reference: str | Path | None = None,
             force: bool = False, progress: bool = True) -> CompareResult:
     """Explain several checkpoints on the same states and compare where they attend.
 

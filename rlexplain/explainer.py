@@ -136,7 +136,7 @@ if METHODS != catalog.METHOD_NAMES:  # the command line's list must name exactly
     raise ImportError(f"rlexplain.catalog.METHOD_NAMES {catalog.METHOD_NAMES} != registered methods {METHODS}")
 
 
-def make_method(network: nn.Module, method: str | Composite | UserMapping = "epsilon_plus_flat",
+def make_method(network: nn.Module, method: str | Composite | UserMapping = catalog.DEFAULT_METHOD,
                 rules: UserMapping | None = None, dtype: torch.dtype | None = None, **params) -> Method:
     """An explanation method by name (:data:`METHODS`), a :class:`~rlexplain.lrp.Composite` or a rule mapping.
 
@@ -196,7 +196,7 @@ class Explainer:
     :param params: a method's parameters (``epsilon``, ``gamma``, ``low``, ``high`` for composites).
     """
 
-    def __init__(self, agent: Agent, composite: str | Composite | UserMapping = "epsilon_plus_flat",
+    def __init__(self, agent: Agent, composite: str | Composite | UserMapping = catalog.DEFAULT_METHOD,
                  rules: UserMapping | None = None, dtype: torch.dtype = torch.float32, **params) -> None:
         self.agent = agent
         self.dtype = dtype
@@ -249,7 +249,7 @@ class Explainer:
 
 
 def explain(agent: Agent, obs: np.ndarray, action: TargetSpec = None,
-            composite: str | Composite | UserMapping = "epsilon_plus_flat", **params) -> np.ndarray:
+            composite: str | Composite | UserMapping = catalog.DEFAULT_METHOD, **params) -> np.ndarray:
     """Relevance of ``obs`` for ``action``, float32 in the layout of ``obs``.
 
     :param agent: a loaded :class:`~rlexplain.agents.Agent`; its current ``network`` is explained.

@@ -24,6 +24,7 @@ import torch
 from rlexplain import envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.errors import AgentError, RunError, RunInterrupted
+from rlexplain.catalog import DEFAULT_METHOD, DEFAULT_METHOD_REASON
 from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
@@ -53,7 +54,7 @@ class RecordOptions:
     episodes: int = 1
     max_steps: int = envs.MAX_EPISODE_STEPS
     seed: int = 0
-    composite: str = "epsilon_plus_flat"
+    composite: str = DEFAULT_METHOD
     action: str | int = "chosen"
     deterministic: bool = True
     fps: int = 15
@@ -183,6 +184,8 @@ class _Recorder:
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
             "notes": _method_notes(method),
+            "method_choice": DEFAULT_METHOD_REASON if options.composite == DEFAULT_METHOD else
+            "chosen by the user (--composite)",
             "versions": runs.versions(), "episodes": [],
         }
         self._csv_file = None

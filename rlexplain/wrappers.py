@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from rlexplain.agents import Agent
+from rlexplain.catalog import DEFAULT_METHOD
 from rlexplain.explainer import Explainer
 
 
@@ -25,7 +26,7 @@ class RelevanceWrapper(gym.Wrapper):
     :param composite: as for :class:`~rlexplain.explainer.Explainer`.
     """
 
-    def __init__(self, env: gym.Env, agent: Agent, composite: Any = "epsilon_plus_flat", **kwargs: Any) -> None:
+    def __init__(self, env: gym.Env, agent: Agent, composite: Any = DEFAULT_METHOD, **kwargs: Any) -> None:
         super().__init__(env)
         agent.check_env(env)
         self.explainer = kwargs.pop("explainer", None) or Explainer(agent, composite, **kwargs)
@@ -59,7 +60,7 @@ class VecRelevance(VecEnvWrapper):
     observation the action was chosen from.
     """
 
-    def __init__(self, venv, agent: Agent, composite: Any = "epsilon_plus_flat", **kwargs: Any) -> None:
+    def __init__(self, venv, agent: Agent, composite: Any = DEFAULT_METHOD, **kwargs: Any) -> None:
         super().__init__(venv)
         agent.check_env(venv)
         self.explainer = kwargs.pop("explainer", None) or Explainer(agent, composite, **kwargs)

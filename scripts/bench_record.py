@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlexplain.agents import load_agent  # noqa: E402
 from rlexplain.envs import make_env  # noqa: E402
+from rlexplain.catalog import DEFAULT_METHOD  # noqa: E402
 from rlexplain.record import record  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     p.add_argument("--env", default="Breakout")
     p.add_argument("--agent", default="breakout-dqn")
     p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--composite", default="epsilon_plus_flat")
+    p.add_argument("--composite", default=DEFAULT_METHOD)
     args = p.parse_args()
     torch.set_num_threads(1)
     agent = load_agent(args.agent, env=args.env)
