@@ -24,7 +24,7 @@ def _record(args: argparse.Namespace) -> int:
     options = RecordOptions(episodes=args.episodes, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
                             action=args.action, deterministic=args.deterministic, fps=args.fps, gif=args.gif,
                             show_frames=args.frames, boxes=args.boxes, video=not args.no_video,
-                            progress=not args.quiet)
+                            maps=not args.no_maps, progress=not args.quiet)
     result = record(args.env, args.agent, options, out=args.out, force=args.force,
                     command=["rlexplain", *sys.argv[1:]])
     if not args.no_plots:
@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frames", action="store_true", help="show the four stacked input frames with their relevance")
     r.add_argument("--boxes", action="store_true", help="outline the objects read from RAM")
     r.add_argument("--no-video", action="store_true", help="statistics and maps only")
+    r.add_argument("--no-maps", action="store_true", help="store no maps (statistics, video, summary only)")
     r.add_argument("--no-plots", action="store_true", help="skip plots/ (draw them later with `rlexplain stats`)")
-    r.add_argument("--out", help="run folder (default runs/<Game>-<agent>-<time>/)")
+    r.add_argument("--out", help="run folder (default runs/<Game>-<agent>-<method>-<target>-<time>/)")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_record)

@@ -217,7 +217,7 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
     state_data = load_states(states, env_id) if states is not None else None
     if state_data is not None:
         agent.preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line AgentError
-    out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, f"evaluate-{agent.name}"), force,
+    out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, "evaluate", agent.name), force,
                                keep=[states, agent.path])
     summary: dict[str, Any] = {
         runs.MARKER: "evaluate", "status": "running", "writer": runs.process_marker(), "started": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -33,6 +33,22 @@ from rlexplain.envs import NATIVE_HEIGHT, NATIVE_WIDTH, SCREEN_SIZE, game_name
 Box = tuple[float, float, float, float]
 Labelled = list[tuple[str, Box]]
 
+#: One colour per object category, used by every plot, the video and the viewer. Chosen away from the
+#: heatmap's red-yellow (evidence for) and blue-cyan (against), so boxes and lines never read as relevance.
+CATEGORY_COLOURS: dict[str, tuple[int, int, int]] = {
+    "paddle": (44, 160, 44), "player": (44, 160, 44), "ball": (227, 119, 194), "bricks": (140, 86, 75),
+    "enemy": (148, 103, 189), "hud": (127, 127, 127), "other": (188, 189, 34),
+}
+_SPARE_COLOURS = [(23, 190, 207), (255, 152, 150), (197, 176, 213), (196, 156, 148), (219, 219, 141),
+                  (158, 218, 229), (247, 182, 210)]
+
+
+def category_colour(name: str) -> tuple[int, int, int]:
+    """The RGB colour of a category (OCAtari's classes get stable spare colours by name)."""
+    if name in CATEGORY_COLOURS:
+        return CATEGORY_COLOURS[name]
+    return _SPARE_COLOURS[sum(map(ord, name)) % len(_SPARE_COLOURS)]
+
 
 def box_to_input(box: Box, size: int = SCREEN_SIZE) -> tuple[slice, slice]:
     """(rows, cols) slices of the input pixels a native box touches under area resampling."""

@@ -26,7 +26,7 @@ from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.errors import AgentError, RunError, RunInterrupted
 from rlexplain.catalog import DEFAULT_METHOD, DEFAULT_METHOD_REASON
 from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
-from rlexplain.objects import ObjectExtractor, extractor_for
+from rlexplain.objects import ObjectExtractor, category_colour, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
 
 BASE_COLUMNS = ["episode", "step", "action", "action_name", "reward", "score", "lives"]
@@ -44,6 +44,8 @@ class RecordOptions:
     :ivar deterministic: greedy actions; False for the agent's stochastic policy.
     :ivar fps: video frame rate (15 = real time: the game shows 15 agent steps per second).
     :ivar gif: also write a half-size GIF. :ivar video: False to skip videos.
+    :ivar maps: False to store no maps (``maps/``): statistics, video and summary only; the mean
+        heatmap plot, the viewer and ``strategies`` need the maps.
     :ivar show_frames: show the stacked input frames, each with its own relevance.
     :ivar boxes: outline the RAM-derived object boxes in the video.
     :ivar progress: show a progress bar.
@@ -60,6 +62,7 @@ class RecordOptions:
     fps: int = 15
     gif: bool = False
     video: bool = True
+    maps: bool = True
     show_frames: bool = False
     boxes: bool = False
     progress: bool = True
@@ -133,8 +136,8 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     if target.mode == "all" and options.show_frames:
         raise RunError("--frames shows the stacked frames of one map; with --action all there is one map per action")
     explainer = Explainer(agent, options.composite)
-    run_dir = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, agent.name), force,
-                                   keep=[agent.path])
+    default_dir = runs.default_run_dir(env_id, agent.name, options.composite, target.label(agent.action_names))
+    run_dir = runs.prepare_run_dir(Path(out) if out else default_dir, force, keep=[agent.path])
     recorder = _Recorder(run_dir, agent, explainer, env_id, extractor_for(env_id), target, options)
     recorder.summary.update(seed=options.seed, episodes_requested=options.episodes, max_steps=options.max_steps,
                             options=asdict(options),
@@ -179,7 +182,9 @@ class _Recorder:
             "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(),
             "method": method, "composite": method.get("name", method["method"]),
             "target": target.label(names), "deterministic": options.deterministic,
-            "colour_scale": {"kind": "peak-hold of the 99.5th percentile of |R| summed over the stacked frames",
+            "colour_scale": {"kind": "per frame: the 99.5th percentile of |R| (summed over the stacked frames) of "
+                                     "each step reaches full colour; the scale is printed on the video's colour bar "
+                                     "and stored in steps.csv (colour_scale)",
                              "decay": self.colour.decay, "quantile": self.colour.quantile},
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
@@ -211,14 +216,16 @@ class _Recorder:
         size = agent.input_shape[-1]  # object masks on the agent's own input (84, or an rl-zoo screen_size)
         video = (BackgroundVideo(VideoWriter(runs.video_path(self.run_dir, episode), options.fps, options.gif))
                  if options.video else None)
-        maps = runs.MapWriter(runs.maps_dir(self.run_dir, episode))
+        maps = runs.MapWriter(runs.maps_dir(self.run_dir, episode)) if options.maps else None
         history: list[np.ndarray] = []  # RAM of the last frame_stack steps, for per-frame object masks
         score, step, lives_start = 0.0, 0, ale.lives()
         record = {"episode": episode, "seed": seed, "return": 0.0, "length": 0, "status": "running"}
         steps_path = self.run_dir / runs.STEPS
         rows_written = 0
         self.episodes.append(record)
-        bar = tqdm(desc=f"episode {episode}", unit="step", disable=not options.progress, leave=False)
+        bar = tqdm(desc=f"episode {episode + 1}/{options.episodes}", unit="step", total=options.max_steps,
+                   disable=not options.progress, leave=False, dynamic_ncols=True,
+                   bar_format="{desc}: {n_fmt} steps (cap {total_fmt}) [{elapsed}, {rate_fmt}]")
         try:
             while True:
                 explanation = self.explainer.step(obs, options.deterministic, self.target)
@@ -244,12 +251,14 @@ class _Recorder:
                 rows_written += 1
                 self.means.update(row)
                 self.steps += 1
-                maps.add(step, relevance=torch.from_numpy(relevance).half().numpy(), obs=obs, frames=frame, ram=ram,
-                         colour_scale=np.float32(scale))
+                if maps is not None:
+                    maps.add(step, relevance=relevance, obs=obs, frames=frame,
+                             ram=ram, colour_scale=np.float32(scale))
                 if video is not None:
+                    densities = {k[len("density_"):]: v for k, v in row.items() if k.startswith("density_")}
                     video.submit(self._frame, layout, frame, obs, relevance, chosen_map, scale, values, a,
                                  {"step": step, "score": f"{score:g}", "lives": lives,
-                                  "action": agent.action_names[a]}, list(history))
+                                  "action": agent.action_names[a]}, list(history), densities)
                 step += 1
                 record.update({"return": score, "length": step})
                 bar.update(1)
@@ -264,9 +273,10 @@ class _Recorder:
                 record["lives_lost"] = int(lives_start - ale.lives())
                 record["rows"] = rows_written
                 try:
-                    maps.flush()
+                    if maps is not None:
+                        maps.flush()
                 finally:
-                    record["map_steps"] = maps.written
+                    record["map_steps"] = maps.written if maps is not None else 0
                     if video is not None:
                         try:
                             video.close()
@@ -284,22 +294,28 @@ class _Recorder:
         else:
             strip, labels = 0, []
         label = "Q-values" if agent.output_kind == "q_values" else "probabilities"
-        return render.FrameLayout(agent.action_names, agent.name, strip, labels, label)
+        categories = {c: category_colour(c) for c in self.objects.categories} if self.objects else None
+        return render.FrameLayout(agent.action_names, agent.name, strip, labels, label,
+                                  method=self.summary["composite"], target=self.summary["target"],
+                                  categories=categories)
 
     def _frame(self, layout: render.FrameLayout, frame: np.ndarray, obs: np.ndarray, relevance: np.ndarray,
                chosen_map: np.ndarray, scale: float, values: np.ndarray, action: int, info: dict,
-               history: list[np.ndarray]) -> np.ndarray:
+               history: list[np.ndarray], densities: dict[str, float]) -> np.ndarray:
         game = render.upscale(render.overlay(frame, render.to_native(chosen_map.sum(-1)), scale))
         if self.options.boxes and self.objects:
-            render.draw_boxes(game, self.objects.boxes(history[-1]), render.SCALE)
+            colours = {c: category_colour(c) for c in self.objects.categories}
+            render.draw_boxes(game, self.objects.boxes(history[-1]), render.SCALE, colours)
         tiles: list[np.ndarray] = []
+        marks: list[str] = []
         if self.target.mode == "all":
             tiles = [render.tile_image(obs[..., -1], relevance[k].sum(-1), scale) for k in range(len(relevance))]
+            marks = [f"{v:.3g}" for v in values]
         elif self.options.show_frames:
             # one frame carries about a quarter of the summed map: a matching scale keeps tiles comparable
             per_frame = scale / obs.shape[-1]
             tiles = [render.tile_image(obs[..., i], chosen_map[..., i], per_frame) for i in range(obs.shape[-1])]
-        return layout.compose(game, values, action, info, tiles)
+        return layout.compose(game, values, action, info, tiles, scale=scale, densities=densities, tile_marks=marks)
 
     def finish(self, status: str, error: BaseException | None = None) -> None:
         """Close the CSV and write the final summary: ``complete``, ``interrupted`` (Ctrl-C, SIGTERM,
@@ -344,5 +360,5 @@ def _method_notes(method: dict) -> list[str]:
 
 def _csv_value(v: Any) -> Any:
     if isinstance(v, float):
-        return "" if np.isnan(v) else f"{v:.6g}"
+        return "" if np.isnan(v) else f"{v:.5g}"
     return v

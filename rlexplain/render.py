@@ -21,7 +21,7 @@ import numpy as np
 from rlexplain.envs import NATIVE_HEIGHT, NATIVE_WIDTH
 
 SCALE = 3  # native pixels -> video pixels
-PANEL_WIDTH = 256
+PANEL_WIDTH = 300
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -56,13 +56,18 @@ def robust_max(relevance: np.ndarray, q: float = 99.5) -> float:
 
 @dataclass
 class ColourScale:
-    """Peak-hold normalisation: ``scale_t = max(robust_max(R_t), decay * scale_{t-1})``.
+    """The colour scale of each frame: ``scale_t = max(robust_max(R_t), decay * scale_{t-1})``.
 
-    :param decay: per-step decay of the held peak (0.98: halves in ~35 steps, ~2 s of play).
+    The default, ``decay=0``, scales every frame by its own robust maximum, so no frame is washed out
+    or nearly black; the scale is printed on the video's colour bar and stored per step in
+    ``steps.csv`` (``colour_scale``), so magnitudes stay comparable. ``decay`` in (0, 1) holds a peak
+    instead (0.98: halves in ~35 steps).
+
+    :param decay: per-step decay of the held peak.
     :param quantile: percentile of ``|R|`` taken as a frame's maximum.
     """
 
-    decay: float = 0.98
+    decay: float = 0.0
     quantile: float = 99.5
     value: float = 0.0
 
@@ -101,21 +106,38 @@ def _round16(n: int) -> int:
     return (n + 15) // 16 * 16  # H.264 encoders want frame sizes in macroblocks
 
 
+def _text(image: np.ndarray, text: str, xy: tuple[int, int], scale: float = 0.42,
+          colour: tuple[int, int, int] = (220, 220, 220)) -> None:
+    cv2.putText(image, text, xy, FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+CHOSEN = (255, 200, 0)  # the action taken: bars, tiles and labels
+
+
 @dataclass
 class FrameLayout:
     """The video frame: the game (native x3) with its overlay, a side panel, and an optional strip of small maps.
 
+    The panel says what is shown (agent, method, target), the step, the action values as differences
+    from their mean (with the numbers), a colour bar with this frame's scale and meaning, and the
+    objects' densities (share of the evidence / share of the area, log scale) in their colours.
+
     :param action_names: labels of the action bars.
-    :param agent_name: shown in the panel.
-    :param strip: number of small maps under the game (4 stacked frames, or one per action); 0 for none.
+    :param agent_name: shown in the panel. :param method: the explanation method. :param target: what is explained.
+    :param strip: number of small maps under the game (stacked frames, or one per action); 0 for none.
     :param strip_labels: their labels.
+    :param value_label: ``Q-values`` or ``probabilities``.
+    :param categories: the object categories whose densities the panel shows, with their RGB colours.
     """
 
     action_names: Sequence[str]
     agent_name: str
     strip: int = 0
     strip_labels: Sequence[str] = ()
-    value_label: str = "Q"
+    value_label: str = "Q-values"
+    method: str = ""
+    target: str = "chosen"
+    categories: dict[str, tuple[int, int, int]] | None = None
 
     def __post_init__(self) -> None:
         self.game_h, self.game_w = NATIVE_HEIGHT * SCALE, NATIVE_WIDTH * SCALE
@@ -127,50 +149,85 @@ class FrameLayout:
         self.width = _round16(self.game_w + PANEL_WIDTH)
         self._background = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         x = self.game_w + 10
-        cv2.putText(self._background, self.agent_name[:28], (x, 24), FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+        _text(self._background, self.agent_name[:34], (x, 20), 0.5, (255, 255, 255))
+        _text(self._background, f"method: {self.method}"[:40], (x, 40), 0.4, (180, 180, 180))
+        _text(self._background, f"target: {self.target}"[:40], (x, 56), 0.4, (180, 180, 180))
+        self._colour_bar_y = 300
+        bar = np.linspace(-1, 1, PANEL_WIDTH - 40)
+        idx = np.clip((bar + 1) * 127.5, 0, 255).astype(np.uint8)
+        rgb = (LUT_RGB[idx] * LUT_ALPHA[idx][:, None]).astype(np.uint8)  # as the overlay looks on black
+        y = self._colour_bar_y
+        self._background[y: y + 12, x: x + len(bar)] = rgb[None]
+        _text(self._background, "against", (x, y + 26), 0.38, (120, 170, 255))
+        _text(self._background, "evidence for", (x + len(bar) - 82, y + 26), 0.38, (255, 170, 80))
         for i, label in enumerate(self.strip_labels):
             r, c = divmod(i, self.per_row)
-            cv2.putText(self._background, str(label)[:20], (c * (self.tile + 8) + 4, self.game_h + r * (self.tile + 22) + 16),
-                        FONT, 0.45, (200, 200, 200), 1, cv2.LINE_AA)
+            _text(self._background, str(label)[:20], (c * (self.tile + 8) + 4, self.game_h + r * (self.tile + 22) + 16),
+                  0.45, (200, 200, 200))
 
     def compose(self, game: np.ndarray, values: np.ndarray, chosen: int, info: dict[str, object],
-                tiles: Sequence[np.ndarray] = ()) -> np.ndarray:
+                tiles: Sequence[np.ndarray] = (), scale: float | None = None,
+                densities: dict[str, float] | None = None, tile_marks: Sequence[str] = ()) -> np.ndarray:
         """One video frame (H, W, 3) uint8 RGB.
 
         :param game: the upscaled game image with its overlay (630x480).
-        :param values: the action outputs (Q-values or probabilities), drawn as bars.
+        :param values: the action outputs (Q-values or probabilities).
         :param chosen: the index of the action taken (highlighted).
-        :param info: lines of text for the panel (score, lives, step, ...).
-        :param tiles: small maps for the strip, each (168, 168, 3).
+        :param info: lines of text for the panel (step, score, lives, ...).
+        :param tiles: small maps for the strip, each (168, 168, 3). :param tile_marks: a note under each tile.
+        :param scale: the colour scale of this frame (|R| that reaches full colour).
+        :param densities: category -> density of this step (share / area share).
         """
         frame = self._background.copy()
         frame[: self.game_h, : self.game_w] = game
         x0 = self.game_w + 10
-        y = 50
+        y = 82
         for key, value in info.items():
-            cv2.putText(frame, f"{key}: {value}", (x0, y), FONT, 0.45, (220, 220, 220), 1, cv2.LINE_AA)
-            y += 20
-        y += 6
-        cv2.putText(frame, self.value_label, (x0, y), FONT, 0.45, (160, 160, 160), 1, cv2.LINE_AA)
+            _text(frame, f"{key}: {value}", (x0, y), 0.42)
+            y += 18
         y += 8
-        lo, hi = float(np.min(values)), float(np.max(values))
-        span = max(hi - min(lo, 0.0), 1e-8)
-        bar_w = PANEL_WIDTH - 110
+        values = np.asarray(values, dtype=np.float64)
+        mean = float(values.mean())
+        spread = float(np.abs(values - mean).max()) or 1.0
+        _text(frame, f"{self.value_label} - their mean ({mean:.3g})", (x0, y), 0.38, (160, 160, 160))
+        y += 8
+        centre, half = x0 + 140, 50
+        cv2.line(frame, (centre, y), (centre, y + 17 * len(values)), (90, 90, 90), 1)
         for i, (name, v) in enumerate(zip(self.action_names, values)):
-            top = y + i * 18
-            if top + 16 > self.game_h:
-                break
-            colour = (255, 200, 0) if i == chosen else (110, 110, 110)
-            length = int(bar_w * (float(v) - min(lo, 0.0)) / span)
-            cv2.rectangle(frame, (x0 + 70, top + 3), (x0 + 70 + max(length, 1), top + 14), colour, -1)
-            cv2.putText(frame, name[:9], (x0, top + 13), FONT, 0.38, colour, 1, cv2.LINE_AA)
-            cv2.putText(frame, f"{float(v):.3g}", (x0 + 72 + max(length, 1), top + 13), FONT, 0.33, (230, 230, 230), 1,
-                        cv2.LINE_AA)
+            top = y + i * 17
+            colour = CHOSEN if i == chosen else (150, 150, 150)
+            length = int(round(half * (v - mean) / spread))
+            cv2.rectangle(frame, (centre, top + 4), (centre + length, top + 13), colour, -1)
+            _text(frame, ("> " if i == chosen else "  ") + name[:10], (x0, top + 13), 0.36, colour)
+            _text(frame, f"{v:.3g}", (x0 + 196, top + 13), 0.34, (230, 230, 230))
+        if scale is not None:
+            yb = self._colour_bar_y
+            _text(frame, f"-{scale:.2g}", (x0, yb - 4), 0.34, (200, 200, 200))
+            _text(frame, "0", (x0 + (PANEL_WIDTH - 40) // 2 - 3, yb - 4), 0.34, (200, 200, 200))
+            _text(frame, f"+{scale:.2g}", (x0 + PANEL_WIDTH - 80, yb - 4), 0.34, (200, 200, 200))
+            _text(frame, "relevance; scale: this frame's |R| (99.5th pct)", (x0, yb + 44), 0.32, (150, 150, 150))
+        if densities and self.categories:
+            yd = self._colour_bar_y + 72
+            _text(frame, "density (share of evidence / area), log", (x0, yd), 0.36, (160, 160, 160))
+            one = x0 + 70 + 60  # density 1 on a log axis from 0.1 to 100
+            for i, (name, rgb) in enumerate(self.categories.items()):
+                top = yd + 8 + i * 17
+                d = densities.get(name)
+                _text(frame, name[:9], (x0, top + 12), 0.36, rgb)
+                cv2.line(frame, (one, top + 2), (one, top + 14), (90, 90, 90), 1)
+                if d is not None and np.isfinite(d) and d > 0:
+                    end = x0 + 70 + int(60 * (np.log10(np.clip(d, 0.1, 100)) + 1))
+                    cv2.rectangle(frame, (x0 + 70, top + 4), (max(end, x0 + 71), top + 12), rgb, -1)
+                    _text(frame, f"{d:.2g}", (x0 + 70 + 185, top + 12), 0.34, (230, 230, 230))
         for i, tile in enumerate(tiles[: self.strip]):
             r, c = divmod(i, self.per_row)
             top = self.game_h + r * (self.tile + 22) + 22
             left = c * (self.tile + 8)
             frame[top: top + self.tile, left: left + self.tile] = tile
+            if i < len(tile_marks) and tile_marks[i]:
+                _text(frame, tile_marks[i], (left + 90, top - 6), 0.4, (230, 230, 230))
+            if self.strip_labels and i == chosen and len(tiles) == len(self.action_names):
+                cv2.rectangle(frame, (left, top), (left + self.tile - 1, top + self.tile - 1), CHOSEN, 2)
         return frame
 
 

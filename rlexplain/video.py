@@ -54,7 +54,7 @@ class VideoWriter:
             with _naming(self.path):
                 self._writer = _ffmpeg_writer(
                     self.path, (w, h), self.fps, "libx264", "yuv420p",
-                    ["-preset", "ultrafast", "-threads", "1", "-crf", "23", "-g", str(2 * self.fps),
+                    ["-preset", "veryfast", "-threads", "1", "-crf", "27", "-g", str(2 * self.fps),
                      "-movflags", "frag_keyframe+empty_moov+default_base_moof"])
             if self.gif_path is not None:
                 with _naming(self.gif_path):

@@ -156,7 +156,7 @@ def test_stats_command_writes_plots_from_a_short_run(tmp_path, capsys):
     assert cli.main(["stats", str(run)]) == 0
     out = capsys.readouterr().out
     assert "| ball |" in out and "mean share" in out
-    for name in ("shares_episode_0.png", "mean_heatmap_episode_0.png", "shares_per_action.png", "summary_table.md"):
+    for name in ("densities_episode_0.png", "mean_heatmap_episode_0.png", "densities_per_action.png", "summary_table.md"):
         assert (run / "plots" / name).stat().st_size > 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import resource
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from rlexplain import cli, runs
 from rlexplain.explainer import Explainer

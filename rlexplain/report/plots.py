@@ -2,11 +2,11 @@
 
 ``plot_run(run_dir)`` writes into ``<run>/plots/``:
 
-``shares_episode_<k>.png``        object (or grid-row) shares of positive relevance over time, with lost
-                                  lives (dashed) and rewards (dots) marked
-``mean_heatmap_episode_<k>.png``  the mean relevance over the episode on a representative frame (the one
-                                  whose own map correlates best with the mean)
-``shares_per_action.png``         mean shares per chosen action
+``densities_episode_<k>.png``     object densities (share / area share, log axis; or grid-row shares for
+                                  games without objects) over time, 15-step means over faint raw values,
+                                  rewards and lost lives in the legend
+``mean_heatmap_episode_<k>.png``  the episode's mean relevance over its mean frame, with a colour bar
+``densities_per_action.png``      mean densities per chosen action
 ``summary_table.md``              per-episode return and length, mean shares and densities
 """
 
@@ -18,11 +18,25 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from rlexplain import render, runs, stats
+from rlexplain.objects import category_colour
 from rlexplain.runs import read_steps
 
 
 def _categories(columns: dict[str, np.ndarray]) -> list[str]:
     return [k[len("share_"):] for k in columns if k.startswith("share_")]
+
+
+def _colour(name: str) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in category_colour(name))
+
+
+def density_series(columns: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    """What the time plots draw: object densities (share / area share; 1 = as much evidence as area), or,
+    for games without object categories, shares per grid row."""
+    densities = {k[len("density_"):]: v for k, v in columns.items() if k.startswith("density_")}
+    if densities:
+        return densities, "density: share of positive relevance / share of the input's area"
+    return stats.grid_row_shares(columns), "share of positive relevance per grid row (top to bottom)"
 
 
 def plot_run(run_dir: str | Path) -> Path:
@@ -35,28 +49,42 @@ def plot_run(run_dir: str | Path) -> Path:
     if not columns:
         (out / "summary_table.md").write_text("no steps recorded\n")
         return out
-    categories = _categories(columns)
-    series = {c: columns[f"share_{c}"] for c in categories} if categories else stats.grid_row_shares(columns)
+    series, label = density_series(columns)
+    log = label.startswith("density")
     for episode in np.unique(columns["episode"]).astype(int):
         sel = columns["episode"] == episode
         steps = columns["step"][sel]
-        fig = Figure(figsize=(10, 4))
+        fig = Figure(figsize=(10, 4.2))
         ax = fig.subplots()
         for name, values in series.items():
-            ax.plot(steps, _smooth(values[sel]), label=name, lw=1.2)
-        lives = columns["lives"][sel]
-        for s in steps[1:][np.diff(lives) < 0]:
-            ax.axvline(s, color="k", ls="--", lw=0.8, alpha=0.6)
+            raw = values[sel].astype(np.float64)
+            shown = np.where(raw > 0, raw, np.nan) if log else raw
+            ax.plot(steps, shown, color=_colour(name), lw=0.5, alpha=0.25)
+            ax.plot(steps, _smooth(raw), color=_colour(name), lw=1.8, label=f"{name} (15-step mean)")
+        lost = steps[1:][np.diff(columns["lives"][sel]) < 0]
+        for i, s_ in enumerate(lost):
+            ax.axvline(s_, color="black", ls="--", lw=0.9, alpha=0.7, label="life lost" if i == 0 else None)
         rewarded = steps[columns["reward"][sel] > 0]
-        ax.plot(rewarded, np.full(len(rewarded), -0.03), "o", ms=2.5, color="tab:green", label="reward")
-        ax.set(xlabel="agent step", ylabel="share of positive relevance (smoothed over 15 steps)",
+        if len(rewarded):
+            ax.plot(rewarded, np.zeros(len(rewarded)), "|", color="black", ms=9, mew=1.2,
+                    transform=ax.get_xaxis_transform(), label="reward", clip_on=False)
+        if log:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+            smoothed = np.concatenate([_smooth(v[sel].astype(np.float64)) for v in series.values()])
+            smoothed = smoothed[smoothed > 0]
+            if smoothed.size:  # the 15-step means set the range; single-step dips to ~0 fall below it
+                ax.set_ylim(max(smoothed.min() / 3, 1e-3), smoothed.max() * 3)
+        ax.set(xlabel="agent step", ylabel=label.split(":")[0] + (" (log)" if log else ""),
                title=f"{summary.get('agent', {}).get('name')} on {summary.get('game')}, episode {episode} "
-                     f"({summary.get('composite')})", ylim=(-0.06, 1.0))
-        ax.legend(loc="upper right", fontsize=8, ncol=3)
-        fig.tight_layout()
-        fig.savefig(out / f"shares_episode_{episode}.png", dpi=100)
+                     f"({summary.get('composite')}, target {summary.get('target', 'chosen')})")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        fig.text(0.01, 0.01, label + (" (dotted: 1)" if log else "") + "; faint: every step", fontsize=7,
+                 color="0.4")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / f"densities_episode_{episode}.png", dpi=100)
         _mean_heatmap(run_dir, episode, out / f"mean_heatmap_episode_{episode}.png", columns["action"][sel])
-    _per_action(columns, series, out / "shares_per_action.png")
+    _per_action(columns, series, out / "densities_per_action.png", log)
     (out / "summary_table.md").write_text(summary_table(run_dir, columns, summary))
     return out
 
@@ -95,7 +123,7 @@ def _mean_heatmap(run_dir: Path, episode: int, path: Path, actions: np.ndarray) 
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import ListedColormap, Normalize
 
-    lut = render.LUT_RGB
+    lut = render.LUT_RGB * render.LUT_ALPHA[:, None]  # as the overlay looks on black
     bar = fig.colorbar(ScalarMappable(Normalize(-scale, scale), ListedColormap(lut / 255.0)), ax=ax, fraction=0.05,
                        pad=0.02)
     bar.set_label("mean relevance (red: for the action, blue: against)", fontsize=8)
@@ -103,19 +131,23 @@ def _mean_heatmap(run_dir: Path, episode: int, path: Path, actions: np.ndarray) 
     fig.savefig(path, dpi=100)
 
 
-def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], path: Path) -> None:
+def _per_action(columns: dict[str, np.ndarray], series: dict[str, np.ndarray], path: Path, log: bool) -> None:
     names = columns["action_name"]
     actions = list(dict.fromkeys(names.tolist()))
-    fig = Figure(figsize=(max(5, 1.2 * len(actions) * max(1, len(series)) / 3), 4))
+    fig = Figure(figsize=(max(5.5, 1.3 * len(actions) * max(1, len(series)) / 3), 4))
     ax = fig.subplots()
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         means = [np.nanmean(values[names == a]) if np.any(names == a) else np.nan for a in actions]
-        ax.bar(np.arange(len(actions)) + i * width, means, width, label=name)
+        ax.bar(np.arange(len(actions)) + i * width, means, width, label=name, color=_colour(name))
     counts = [int((names == a).sum()) for a in actions]
     ax.set_xticks(np.arange(len(actions)) + 0.4 - width / 2, [f"{a}\n(n={n})" for a, n in zip(actions, counts)])
-    ax.set(ylabel="mean share of positive relevance", title="attention per chosen action")
-    ax.legend(fontsize=8)
+    if log:
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set(ylabel="mean density (share / area)" + (", log" if log else "") if log else "mean share",
+           title="where the agent looks, by the action it chose")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
