@@ -10,8 +10,9 @@ Output folder:
 ``states.npz``          observations, native frames, RAM (of each state's four stacked steps), env id, seed
 ``summary.csv``         one row per checkpoint, in training order: ``checkpoint, timesteps, mean_return``,
                         ``returns``, and the mean ``share_<category>`` / ``density_<category>`` on the states
-``shares_vs_steps.png`` object (or grid-row) shares against training steps
-``return_vs_steps.png`` return against training steps
+``densities_vs_steps.png`` object densities (or grid-row shares) against training steps
+``return_vs_steps.png`` return (mean +- std and single games) against training steps, when games were played
+``checkpoint_<N>.png``  each checkpoint's mean relevance on the states
 ``similarity.png``      mean Spearman rank correlation of the relevance maps between checkpoints
 ``states.mp4``          the states side by side, each checkpoint's heatmap normalised on its own
 ``report.html``         everything above in one page that opens without a server
@@ -59,11 +60,15 @@ class CompareResult:
     maps: list = field(default_factory=list, repr=False)
 
     def table(self) -> str:
-        keys = ["timesteps", "mean_return"] + [k for k in self.rows[0] if k.startswith("share_")]
-        width = max(len(Path(r["checkpoint"]).name) for r in self.rows)
-        lines = [f"{'checkpoint':<{width}s}  " + "  ".join(f"{k:>12s}" for k in keys)]
+        """Checkpoints, returns (mean +- std over the games) and mean densities (or shares) as aligned text."""
+        keys = [k for k in self.rows[0] if k.startswith("density_")] or \
+            [k for k in self.rows[0] if k.startswith("share_")]
+        width = max(len("checkpoint"), *(len(r["label"]) for r in self.rows))
+        lines = [f"{'checkpoint':<{width}s}  {'return':>15s}  " + "  ".join(f"{k:>15s}" for k in keys)]
         for row in self.rows:
-            lines.append(f"{Path(row['checkpoint']).name:<{width}s}  " + "  ".join(f"{format_value(row[k]):>12s}" for k in keys))
+            ret = f"{row['mean_return']:.1f} +- {row['std_return']:.1f}" if row["games"] else "-"
+            lines.append(f"{row['label']:<{width}s}  {ret:>15s}  " + "  ".join(f"{format_value(row[k]):>15s}"
+                                                                               for k in keys))
         return "\n".join(lines)
 
 
@@ -203,8 +208,9 @@ def _compare(out: Path, env_id: str, agents: list[Agent], paths: list, steps: li
             returns = envs.play_games(lambda obs, agent=agent: agent.act(obs, deterministic=False), env_id, games,
                                       seed=seed + 1000, max_episode_steps=max_steps,
                                       **agent.env_settings()) if games > 0 else []
-            rows.append({"checkpoint": str(path), "timesteps": n,
+            rows.append({"checkpoint": str(path), "label": agent.name, "timesteps": n,
                          "mean_return": float(np.mean(returns)) if returns else float("nan"),
+                         "std_return": float(np.std(returns)) if returns else float("nan"), "games": len(returns),
                          "returns": " ".join(f"{r:g}" for r in returns), **means})
     finally:
         torch.set_num_threads(previous_threads)

@@ -36,13 +36,17 @@ def test_bundled_series_compared_on_a_few_states_gives_one_row_per_checkpoint_in
     assert similarity.shape == (len(rows), len(rows)) and np.allclose(np.diag(similarity), 1.0)
 
 
-def test_report_references_files_that_exist(tmp_path):
+def test_report_references_files_that_exist_and_links_each_row_to_its_map(tmp_path):
     result = compare("Breakout", out=tmp_path / "cmp", n_states=4, games=0, progress=False)
     page = compare_report.write(result).read_text()
-    links = re.findall(r'(?:src|href)="([^"]+)"', page)
-    assert {"states.mp4", "shares_vs_steps.png", "return_vs_steps.png", "similarity.png", "summary.csv"} <= set(links)
+    links = re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
+    assert {"states.mp4", "densities_vs_steps.png", "similarity.png", "summary.csv"} <= set(links)
+    assert "return_vs_steps.png" not in links  # no games, no empty returns plot
     for link in links:
         assert (result.out / link).is_file(), link
+    for row in result.rows:
+        assert f'href="#ckpt-{row["timesteps"]}"' in page and f'id="ckpt-{row["timesteps"]}"' in page
+    assert "/" not in result.meta["reference"] and "[" not in page.split("objects read from RAM")[1][:40]
 
 
 def _ppo_checkpoints(tmp_path: Path) -> list[Path]:

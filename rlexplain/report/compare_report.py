@@ -10,38 +10,61 @@ from matplotlib.figure import Figure
 
 from rlexplain import render
 from rlexplain.compare import CompareResult, format_value
+from rlexplain.objects import category_colour
 from rlexplain.video import VideoWriter
 
 
 def write(result: CompareResult, video: bool = True) -> Path:
-    """Write ``shares_vs_steps.png``, ``return_vs_steps.png``, ``similarity.png``, ``states.mp4``
-    (unless ``video`` is False) and ``report.html`` into the comparison's folder; returns the page."""
+    """Write the comparison's figures (``densities_vs_steps.png``, ``return_vs_steps.png`` when games were
+    played, ``similarity.png``, one ``checkpoint_<steps>.png`` mean map per checkpoint), ``states.mp4``
+    (unless ``video`` is False) and ``report.html``; returns the page."""
     out, rows = result.out, result.rows
-    _plots(out, rows, result.similarity)
+    figures = _plots(out, rows, result.similarity)
+    maps = {}
+    for row, relevance in zip(rows, result.maps):
+        maps[row["timesteps"]] = _mean_map(out / f"checkpoint_{row['timesteps']}.png", result.states, relevance, row)
     if video:
         _video(out / "states.mp4", result.states, result.maps, [f"{r['timesteps']:,} steps" for r in rows])
-    _report(out, rows, result.similarity, result.meta, video)
+    _report(out, rows, result.meta, video, figures, maps)
     return out / "report.html"
 
 
-def _plots(out: Path, rows: list[dict], similarity: np.ndarray) -> None:
+def _colour(name: str) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in category_colour(name))
+
+
+def _plots(out: Path, rows: list[dict], similarity: np.ndarray) -> list[str]:
     steps = [r["timesteps"] for r in rows]
-    shares = [k for k in rows[0] if k.startswith("share_")]
+    figures = []
+    densities = [k for k in rows[0] if k.startswith("density_")]
+    keys = densities or [k for k in rows[0] if k.startswith("share_")]
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for key in shares:
-        ax.plot(steps, [r[key] for r in rows], "o-", label=key[len("share_"):])
-    ax.set(xlabel="training steps", ylabel="mean share of positive relevance on the fixed states",
-           title="where the agent attends, over training")
-    ax.legend(fontsize=8)
+    for key in keys:
+        name = key.split("_", 1)[1]
+        ax.plot(steps, [r[key] for r in rows], "o-", label=name, color=_colour(name) if densities else None)
+    if densities:
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set(xlabel="training steps", ylabel="mean density (share / area), log" if densities else "mean share",
+           title="where the agent looks on the fixed states, over training")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(out / "shares_vs_steps.png", dpi=100)
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    ax.plot(steps, [r["mean_return"] for r in rows], "o-", color="tab:green")
-    ax.set(xlabel="training steps", ylabel="mean return (full games)", title="return over training")
-    fig.tight_layout()
-    fig.savefig(out / "return_vs_steps.png", dpi=100)
+    fig.savefig(out / "densities_vs_steps.png", dpi=100)
+    figures.append("densities_vs_steps.png")
+    if any(r["returns"] for r in rows):
+        fig = Figure(figsize=(7, 4))
+        ax = fig.subplots()
+        for r in rows:
+            games = [float(g) for g in r["returns"].split()]
+            ax.plot([r["timesteps"]] * len(games), games, ".", color="tab:green", alpha=0.4)
+        ax.errorbar(steps, [r["mean_return"] for r in rows], yerr=[r["std_return"] for r in rows], fmt="o-",
+                    color="tab:green", capsize=4, label="mean +- std over games; dots: single games")
+        ax.set(xlabel="training steps", ylabel="return (full games)", title="return over training")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "return_vs_steps.png", dpi=100)
+        figures.append("return_vs_steps.png")
     fig = Figure(figsize=(1.2 * len(rows) + 3, 1.0 * len(rows) + 2.5))
     ax = fig.subplots()
     image = ax.imshow(similarity, vmin=-1, vmax=1, cmap="RdBu_r")
@@ -54,8 +77,23 @@ def _plots(out: Path, rows: list[dict], similarity: np.ndarray) -> None:
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(out / "similarity.png", dpi=100)
+    figures.append("similarity.png")
+    return figures
 
 
+def _mean_map(path: Path, states: dict, relevance: np.ndarray, row: dict) -> str:
+    """One checkpoint's mean relevance on the fixed states, over their mean frame, with its colour scale."""
+    mean = relevance.sum(-1).mean(0)
+    frame = states["frames"].mean(0).round().astype(np.uint8)
+    scale = render.robust_max(mean) or 1.0
+    fig = Figure(figsize=(3.2, 4.2))
+    ax = fig.subplots()
+    ax.imshow(render.overlay(frame, render.to_native(mean), scale))
+    ax.axis("off")
+    ax.set_title(f"{row['timesteps']:,} steps: mean relevance\n(colour scale +-{scale:.2g})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path.name
 
 
 def _video(path: Path, states: dict[str, np.ndarray], maps: list[np.ndarray], labels: list[str]) -> None:
@@ -82,28 +120,40 @@ def _video(path: Path, states: dict[str, np.ndarray], maps: list[np.ndarray], la
 
 
 
-def _report(out: Path, rows: list[dict], similarity: np.ndarray, meta: dict, video: bool) -> None:
-    keys = ["timesteps", "mean_return", "returns"] + [k for k in rows[0] if k.startswith(("share_", "density_"))]
+def _report(out: Path, rows: list[dict], meta: dict, video: bool, figures: list[str], maps: dict) -> None:
+    keys = ["timesteps", "mean_return", "std_return", "games"] + \
+        [k for k in rows[0] if k.startswith(("share_", "density_"))]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in ["checkpoint"] + keys)
-    body = "".join("<tr><td>" + html.escape(Path(r["checkpoint"]).name) + "</td>" +
-                   "".join(f"<td>{html.escape(format_value(r.get(k, '')))}</td>" for k in keys) + "</tr>" for r in rows)
+    body = "".join(
+        f'<tr id="row-{r["timesteps"]}"><td><a href="#ckpt-{r["timesteps"]}">{html.escape(r["label"])}</a></td>'
+        + "".join(f"<td>{html.escape(format_value(r.get(k, '')))}</td>" for k in keys) + "</tr>" for r in rows)
+    sections = "".join(
+        f'<figure id="ckpt-{r["timesteps"]}"><img src="{maps[r["timesteps"]]}" alt="mean relevance at '
+        f'{r["timesteps"]} steps"><figcaption><a href="#row-{r["timesteps"]}">{html.escape(r["label"])}</a>, return '
+        f'{format_value(r["mean_return"])}</figcaption></figure>' for r in rows)
     video_html = ('<h2>The same states, each checkpoint\'s relevance</h2><video src="states.mp4" controls loop '
                   'width="100%"></video><p>Each checkpoint\'s heatmap is normalised on its own scale (Q-values '
-                  'grow over training); red/yellow: evidence for the chosen action, blue: against.</p>'
-                  if video else "")
+                  'grow over training).</p>' if video else "")
+    categories = meta["categories"] if isinstance(meta["categories"], str) else ", ".join(meta["categories"])
+    returns = (f"each checkpoint also played {meta['games']} full games (at most {meta['max_steps']} steps; its own "
+               f"stochastic policy) for its return" if meta["games"] else "no games were played (--games 0)")
+    images = " ".join(f'<img src="{f}" alt="{f}">' for f in figures)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rlexplain: checkpoints on {html.escape(meta['env_id'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}}img{{max-width:49%}}</style></head>
+td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}}img{{max-width:49%}}
+figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}}figure img{{max-width:220px}}
+tr:target,figure:target{{background:#ffeeb0}}</style></head>
 <body><h1>Checkpoints compared on {html.escape(meta['env_id'])}</h1>
-<p>{meta['n_states']} fixed states ({html.escape(meta['states_from'])}; reference policy
-{html.escape(meta['reference'])}), seed {meta['seed']}, method {html.escape(meta['composite'])};
-each checkpoint also played {meta['games']} full games (at most {meta['max_steps']} steps) for its return.
-Shares are fractions of each state's positive relevance on the objects read from RAM
-({html.escape(str(meta['categories']))}), averaged over the states; density = share / area share.</p>
+<p>{meta['n_states']} fixed states ({html.escape(meta['states_from'])}; collected by
+{html.escape(meta['reference'])}), seed {meta['seed']}, method {html.escape(meta['composite'])}; {returns}.
+Shares are fractions of each state's positive relevance on the objects read from RAM ({html.escape(categories)}),
+averaged over the states; density = share / area share (1: as much evidence as area).
+Red/yellow: evidence for the chosen action, blue: against.</p>
 <div style="overflow-x:auto"><table><tr>{head}</tr>{body}</table></div>
-<p><img src="shares_vs_steps.png"> <img src="return_vs_steps.png"></p>
-<p><img src="similarity.png"></p>
+<p>{images}</p>
+<h2>Each checkpoint's mean relevance on the fixed states</h2>
+<div>{sections}</div>
 {video_html}
 <p>Files: <a href="summary.csv">summary.csv</a>, <a href="similarity.csv">similarity.csv</a>,
 <a href="compare.json">compare.json</a>, <a href="states.npz">states.npz</a> (reuse with --states).</p>
