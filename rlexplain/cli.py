@@ -88,6 +88,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace) -> int:
+    from rlexplain.report import viewer
+
+    page = viewer.write(args.run_dir)
+    print(f"viewer: {page} ({page.stat().st_size / 1e6:.1f} MB, self-contained: open it in any browser)")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return 0
+
+
 def _agents(args: argparse.Namespace) -> int:
     from rlexplain.agents import bundled_agents_dir, list_bundled
 
@@ -198,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
+
+    v = sub.add_parser("view", help="write view.html: explore a recorded run in the browser")
+    v.add_argument("run_dir")
+    v.add_argument("--open", action="store_true", help="open it in the default browser")
+    v.set_defaults(func=_view)
 
     a = sub.add_parser("agents", help="list the bundled agents")
     a.set_defaults(func=_agents)

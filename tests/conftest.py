@@ -86,3 +86,41 @@ def import_zennit():
             sys.modules.update({"torchvision": stand_in, "torchvision.models": models,
                                 "torchvision.models.resnet": resnet})
     return require("zennit", "the cross-check of the LRP engine against zennit")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium driven by Playwright: the system's Chromium (Debian's ``chromium`` package), never a
+    downloaded one. Skipped where either is missing, except under CI, where that is a failure."""
+    import os
+    import shutil
+
+    sync_api = require("playwright.sync_api", "the browser tests")
+    executable = os.environ.get("RLEXPLAIN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        if os.environ.get("RLEXPLAIN_CI") == "1":
+            pytest.fail("no Chromium for the browser tests: .ci/run installs Debian's chromium")
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield chromium
+        chromium.close()
+
+
+class PageWatch:
+    """A page with everything it logged and requested, for asserting that nothing went wrong or left the page."""
+
+    def __init__(self, browser, url: str, viewport=(1100, 1000)) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url)
+
+    def outside(self) -> list[str]:
+        """Requests that left the page's own file (anything but file:, data: and blob: URLs)."""
+        return [r for r in self.requests if not r.startswith(("file:", "data:", "blob:"))]
