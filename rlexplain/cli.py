@@ -88,6 +88,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategies(args: argparse.Namespace) -> int:
+    from rlexplain.report import strategies_report
+    from rlexplain.strategies import StrategyOptions, strategies
+
+    k = None if args.k == "auto" else int(args.k)
+    result = strategies(args.run_dirs, StrategyOptions(k=k, seed=args.seed), out=args.out, force=args.force,
+                        command=["rlexplain", *sys.argv[1:]])
+    page = strategies_report.write(result, videos=not args.no_video)
+    for c in result.clusters:
+        print(f"strategy {c['cluster']}: {c['share']:6.1%}  {c['label']}  (then reward {c['follows']['reward_within_30']:.0%}"
+              f", life lost {c['follows']['life_lost_within_30']:.0%} within 30 steps)")
+    if args.virelay:
+        print(f"ViRelAy project: {strategies_report.export_virelay(result)}")
+    print(f"report: {page}")
+    return 0
+
+
 def _view(args: argparse.Namespace) -> int:
     from rlexplain.report import viewer
 
@@ -210,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_evaluate)
+
+    st = sub.add_parser("strategies", help="discover recurring strategies in recorded runs' maps (SpRAy)")
+    st.add_argument("run_dirs", nargs="+", help="run folders of one game (e.g. one per checkpoint)")
+    st.add_argument("--k", default="auto", help="number of strategies, or auto (the eigengap)")
+    st.add_argument("--out", help="output folder (default runs/<Game>-strategies-<time>/)")
+    st.add_argument("--virelay", action="store_true", help="also export a ViRelAy project (HDF5)")
+    st.add_argument("--no-video", action="store_true", help="no strategy or highlight videos")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--force", action="store_true")
+    st.set_defaults(func=_strategies)
 
     v = sub.add_parser("view", help="write view.html: explore a recorded run in the browser")
     v.add_argument("run_dir")

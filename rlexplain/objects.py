@@ -233,3 +233,18 @@ def extractor_for(env_id: str) -> ObjectExtractor | None:
         return OCAtariObjects(game)
     except (ImportError, StopIteration, AttributeError):  # not installed, or a game OCAtari does not cover
         return None
+
+
+def ram_events(game: str, ram: np.ndarray) -> dict[str, np.ndarray]:
+    """Game events read from a sequence of RAM states (T, 128), as (T,) bool arrays.
+
+    Breakout: ``paddle hit`` -- the ball (y = ram[101]) turns from falling to rising low on the screen,
+    where only the paddle sends it back. Other games: none yet (rewards and lost lives come from the CSV).
+    """
+    if game == "Breakout" and len(ram) > 2:
+        y = ram[:, 101].astype(int)
+        dy = np.diff(y, prepend=y[:1])
+        turned = (np.roll(dy, 1) > 0) & (dy < 0)
+        turned[0] = False
+        return {"paddle hit": turned & (y + 9 > 170)}
+    return {}

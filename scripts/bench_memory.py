@@ -28,9 +28,12 @@ from rlexplain.objects import BreakoutObjects  # noqa: E402
 ACTIONS = ["NOOP", "FIRE", "RIGHT", "LEFT"]
 
 
-def synthetic_run(folder: Path, steps: int, seed: int = 0) -> Path:
-    """A Breakout-shaped run folder of ``steps`` steps with random maps, written by the recorder's writers."""
+def synthetic_run(folder: Path, steps: int, seed: int = 0, patterns: int = 0) -> Path:
+    """A Breakout-shaped run folder of ``steps`` steps written by the recorder's writers: random maps, or
+    with ``patterns`` > 0, maps made of one of that many Gaussian blobs plus noise (for clustering)."""
     rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:84, 0:84]
+    centres = rng.uniform(10, 74, (max(patterns, 1), 2))
     folder.mkdir(parents=True)
     categories = list(BreakoutObjects.categories)
     columns = (["episode", "step", "action", "action_name", "reward", "score", "lives"]
@@ -45,7 +48,12 @@ def synthetic_run(folder: Path, steps: int, seed: int = 0) -> Path:
         rows = csv.DictWriter(f, columns)
         rows.writeheader()
         for t in range(steps):
-            relevance = rng.normal(size=(84, 84, 4)).astype(np.float16)
+            if patterns:
+                cy, cx = centres[t % patterns] + rng.normal(0, 2, 2)
+                blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 50.0)[..., None]
+                relevance = (blob + 0.1 * rng.normal(size=(84, 84, 4))).astype(np.float16)
+            else:
+                relevance = rng.normal(size=(84, 84, 4)).astype(np.float16)
             row = {"episode": 0, "step": t, "action": t % 4, "action_name": ACTIONS[t % 4], "reward": float(t % 50 == 0),
                    "score": t // 50, "lives": 5 - t * 5 // max(steps, 1), "colour_scale": 1.0,
                    **{f"value_{a}": 0.0 for a in ACTIONS}}
