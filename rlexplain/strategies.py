@@ -365,7 +365,9 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
     events = _events(loaded, rams, env_id)
     prototypes, members, windows = _gather(loaded, index, spectral, chosen, options.context)
     for cluster, proto in zip(clusters, prototypes):
-        cluster["label"] = _label(proto["map"], cluster["densities"])
+        cluster["label"] = _label(proto["map"], cluster["densities"],
+                                  _object_position(env_id, rams, index, spectral.labels == cluster["cluster"],
+                                                   cluster["densities"]))
     for h, frames in zip(highlights, windows):
         h["frames"] = frames
     result = StrategiesResult(out, [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()
@@ -536,17 +538,42 @@ def _gather(loaded: list[dict], index: StepIndex, spectral: SpectralResult, high
     return prototypes, members_out, windows
 
 
-def _label(prototype: np.ndarray, densities: dict[str, float]) -> str:
-    """A short name for a strategy: its densest objects, the first with where the evidence peaks
-    (the maximum of the smoothed prototype), e.g. ``ball low-left, paddle``."""
+def _object_position(env_id: str | None, rams: dict, index: StepIndex, members: np.ndarray,
+                     densities: dict[str, float]) -> str | None:
+    """Where the strategy's densest object usually is on the screen (median of its boxes over the members,
+    from RAM), in words; None when the game has no object extractor or the object is never on screen."""
+    from rlexplain.objects import extractor_for
+
+    objects = extractor_for(env_id) if env_id else None
+    dense = [n for n, d in sorted(densities.items(), key=lambda kv: -kv[1]) if np.isfinite(d)]
+    if objects is None or not dense:
+        return None
+    centres = []
+    for i in np.flatnonzero(members):
+        ram = rams.get((int(index.run[i]), int(index.episode[i])))
+        if ram is None or index.step[i] >= len(ram):
+            continue
+        boxes = [b for name, b in objects.boxes(ram[index.step[i]]) if name == dense[0]]
+        if boxes:
+            x, y, w, h = boxes[0]
+            centres.append((y + h / 2, x + w / 2))
+    if not centres:
+        return None
+    row, col = np.median(np.array(centres), 0)
+    return position_words(row / envs.NATIVE_HEIGHT * 84, col / envs.NATIVE_WIDTH * 84, 84)
+
+
+def _label(prototype: np.ndarray, densities: dict[str, float], where: str | None = None) -> str:
+    """A short name for a strategy: its densest objects, the first with where it usually is on the screen
+    (``where``, from RAM), or else where the evidence peaks (the maximum of the smoothed prototype),
+    e.g. ``ball low-left, paddle``."""
     import cv2
 
-    p = cv2.blur(np.clip(prototype, 0, None).astype(np.float32), (7, 7))  # the peak of the smoothed evidence
-    if p.max() > 0:
+    p = cv2.blur(np.clip(prototype, 0, None).astype(np.float32), (7, 7))
+    if where is None and p.max() > 0:
         row, col = np.unravel_index(int(np.argmax(p)), p.shape)
         where = position_words(float(row), float(col), p.shape[0])
-    else:
-        where = "nowhere"
+    where = where or "nowhere"
     dense = sorted(((d, n) for n, d in densities.items() if np.isfinite(d) and d > 1.0), reverse=True)[:2]
     if not dense:
         return f"diffuse, {where}"

@@ -4,7 +4,7 @@ Measures agent steps per second of:
   * the bare env loop (SB3 Atari preprocessing, random actions, no agent);
   * the agent acting alone (one forward pass per step);
   * ``record`` with the default layout and statistics (video, steps.csv, maps), and without video.
-Target on the 2-core CPUs: record >= 150 agent steps/s.
+and the size of the default run folder per 1,000 agent steps (goal: <= 10 MB).
 
     python scripts/bench_record.py --steps 1000 [--agent breakout-dqn] [--env Breakout]
 """
@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlexplain.agents import load_agent  # noqa: E402
-from rlexplain.envs import make_env  # noqa: E402
 from rlexplain.catalog import DEFAULT_METHOD  # noqa: E402
+from rlexplain.envs import make_env  # noqa: E402
 from rlexplain.record import record  # noqa: E402
 
 
@@ -53,6 +53,7 @@ def main() -> None:
     bare = env_loop(args.env, args.steps)
     acting = env_loop(args.env, args.steps, lambda o: agent.act(o))
     results = {"bare env loop": bare, "agent acting (no LRP)": acting}
+    size = None
     with tempfile.TemporaryDirectory() as tmp:
         for label, video in (("record, default (video+csv+maps)", True), ("record, no video", False)):
             out = Path(tmp) / label.replace(" ", "_")
@@ -61,11 +62,14 @@ def main() -> None:
                             video=video, progress=False)
             steps = result.summary["steps"]
             results[label] = steps / (time.perf_counter() - t0)
+            if video:
+                size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / steps * 1000 / 1e6
             if steps < args.steps:
                 print(f"# note: the game ended after {steps} steps")
     print(f"# {args.agent} on {args.env}, {args.steps} steps, composite {args.composite}, torch {torch.__version__}")
     for label, rate in results.items():
         print(f"{label:36s} {rate:8.1f} steps/s   {rate / bare:5.3f} x bare env")
+    print(f"run folder (video, steps.csv, maps, summary): {size:.1f} MB per 1000 agent steps")
 
 
 if __name__ == "__main__":
