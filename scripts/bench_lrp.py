@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rlexplain.agents import build_networks  # noqa: E402
 from rlexplain.explainer import make_method  # noqa: E402
 from rlexplain.lrp import COMPOSITES  # noqa: E402
+from rlexplain.lrp.zennit_reference import import_zennit  # noqa: E402
 
 ZENNIT = {
     "epsilon_plus": "EpsilonPlus", "epsilon_plus_flat": "EpsilonPlusFlat",
@@ -75,6 +76,7 @@ def median_ms(fn, repeats: int, warmup: int, device: str) -> float:
 
 def load_zennit():
     try:
+        import_zennit()
         import zennit.composites as zc
         from zennit.attribution import Gradient
         return zc, Gradient
