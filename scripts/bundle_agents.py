@@ -73,8 +73,12 @@ def write_model_card(folder: Path) -> None:
            "life (epsilon makes it happen); rlexplain's full-game envs now start every life with FIRE as training did."),
         "",
         *([f"The run was planned for {last['total_timesteps']:,} steps and stopped after {last['timesteps']:,} "
-           f"when its session's time ran out; DQN's only schedule, the exploration rate (10% of the planned total), "
-           f"had long reached its final value.", ""] if last["timesteps"] < last["total_timesteps"] else []),
+           f"when its session's time ran out; "
+           + ("DQN's only schedule, the exploration rate (10% of the planned total), had long reached its final "
+              "value." if last["algorithm"] == "dqn" else
+              f"PPO's learning rate and clip range, linear in the planned total, were at "
+              f"{1 - last['timesteps'] / last['total_timesteps']:.0%} of their initial values."), ""]
+          if last["timesteps"] < last["total_timesteps"] else []),
         "| checkpoint | steps | mean return | std |",
         "|---|---:|---:|---:|",
     ]

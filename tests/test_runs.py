@@ -176,11 +176,16 @@ def test_damaged_files_and_bad_options_are_one_line_errors_without_stub_runs(tmp
     (out / "summary.json").write_text("[1, 2]")
     assert cli.main(["stats", str(out)]) == 2
     assert "does not hold a run summary" in capsys.readouterr().err
+    bad_states = tmp_path / "bad.npz"
+    np.savez(bad_states, obs=np.zeros((3, 84, 84, 4), np.uint8), frames=np.zeros((2, 210, 160, 3), np.uint8),
+             ram=np.zeros((3, 4, 128), np.uint8), env_id=np.array("BreakoutNoFrameskip-v4"))
     for argv, message in [(["record", "--env", "Breakout", "--seed", "-1", "--out", str(tmp_path / "a")],
                            "--seed must be >= 0"),
                           (["record", "--env", "Breakout", "--action", "all", "--frames", "--out", str(tmp_path / "b")],
                            "--frames shows the stacked frames of one map"),
-                          (["record", "--env", "CartPole-v1", "--out", str(tmp_path / "c")], "is not an Atari game")]:
+                          (["record", "--env", "CartPole-v1", "--out", str(tmp_path / "c")], "is not an Atari game"),
+                          (["compare", "--env", "Breakout", "--states", str(bad_states), "--out", str(tmp_path / "d")],
+                           "different numbers of states")]:
         assert cli.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err, err
