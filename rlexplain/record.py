@@ -245,22 +245,23 @@ class _Recorder:
                        "reward": float(reward), "score": score, "lives": lives, "colour_scale": scale}
                 row.update({f"value_{n}": float(v) for n, v in zip(agent.action_names, values)})
                 row.update(stats.step_statistics(chosen_map, masks))
-                with runs.naming(steps_path):
-                    self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
-                    self._csv_file.flush()
-                rows_written += 1
-                self.means.update(row)
-                self.steps += 1
-                if maps is not None:
-                    maps.add(step, relevance=relevance, obs=obs, frames=frame,
-                             ram=ram, colour_scale=np.float32(scale))
-                if video is not None:
-                    densities = {k[len("density_"):]: v for k, v in row.items() if k.startswith("density_")}
-                    video.submit(self._frame, layout, frame, obs, relevance, chosen_map, scale, values, a,
-                                 {"step": step, "score": f"{score:g}", "lives": lives,
-                                  "action": agent.action_names[a]}, list(history), densities)
-                step += 1
-                record.update({"return": score, "length": step})
+                with runs.atomic_step():  # row, maps and frame of a step: all or none
+                    with runs.naming(steps_path):
+                        self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
+                        self._csv_file.flush()
+                    rows_written += 1
+                    self.means.update(row)
+                    self.steps += 1
+                    if maps is not None:
+                        maps.add(step, relevance=relevance, obs=obs, frames=frame,
+                                 ram=ram, colour_scale=np.float32(scale))
+                    if video is not None:
+                        densities = {k[len("density_"):]: v for k, v in row.items() if k.startswith("density_")}
+                        video.submit(self._frame, layout, frame, obs, relevance, chosen_map, scale, values, a,
+                                     {"step": step, "score": f"{score:g}", "lives": lives,
+                                      "action": agent.action_names[a]}, list(history), densities)
+                    step += 1
+                    record.update({"return": score, "length": step})
                 bar.update(1)
                 obs = next_obs
                 if terminated or truncated:

@@ -119,25 +119,53 @@ def prepare_run_dir(out: Path, force: bool, keep: Sequence[str | Path] = ()) -> 
     return out
 
 
+_STEP = {"depth": 0, "pending": None}  # inside atomic_step(): a signal waits until the step is written
+
+
+def _interruption(name: str) -> BaseException:
+    return KeyboardInterrupt() if name == "SIGINT" else RunInterrupted(name)
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM and SIGHUP raise :class:`~rlexplain.errors.RunInterrupted` in the main thread (as
-    Ctrl-C raises KeyboardInterrupt), so a run stopped by ``timeout``, ``docker stop`` or a scheduler closes
-    its files and says ``interrupted``. Outside the main thread nothing changes."""
+    """While inside, Ctrl-C raises KeyboardInterrupt and SIGTERM and SIGHUP raise
+    :class:`~rlexplain.errors.RunInterrupted` in the main thread, so a run stopped by ``timeout``,
+    ``docker stop`` or a scheduler closes its files and says ``interrupted``; a signal that arrives while
+    a step is being written (:func:`atomic_step`) takes effect once it is. Outside the main thread
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise RunInterrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if _STEP["depth"]:
+            _STEP["pending"] = name
+            return
+        raise _interruption(name)
 
-    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
     previous = {s: signal.signal(s, handler) for s in wanted}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _STEP.update(depth=0, pending=None)
+
+
+@contextlib.contextmanager
+def atomic_step() -> Iterator[None]:
+    """Write one step's CSV row, maps and video frame as a unit: a signal arriving meanwhile is raised after,
+    so a clean interrupt never leaves a step in one file and not in another."""
+    _STEP["depth"] += 1
+    try:
+        yield
+    finally:
+        _STEP["depth"] -= 1
+    if _STEP["depth"] == 0 and _STEP["pending"]:
+        name, _STEP["pending"] = _STEP["pending"], None
+        raise _interruption(name)
 
 
 @contextlib.contextmanager
