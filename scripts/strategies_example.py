@@ -4,7 +4,7 @@
 
 Records one full game (seed 0) with each checkpoint of a bundled series into ``--out``/<checkpoint>, runs
 ``rlexplain strategies`` over all of them, prints the strategies and their shares per checkpoint, and
-copies the prototype grid and the shares-over-training figure into docs/ for the README.
+copies the prototype grid, the shares over training and the event-aligned densities into docs/.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
         key = f"strategy_{c['cluster']}"
         print(f"| {c['cluster']}: {c['label']} | " + " | ".join(f"{r[key]:.0%}" for r in data["over_training"]) + " |")
     DOCS.mkdir(exist_ok=True)
-    for name in ("prototypes.png", "strategies_over_training.png"):
+    for name in ("prototypes.png", "strategies_over_training.png", "events.png"):
         shutil.copy(args.out / "strategies" / name, DOCS / f"strategies_{name}")
 
 
