@@ -14,8 +14,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from rlexplain.catalog import DEFAULT_METHOD
+from rlexplain.catalog import METHOD_NAMES as METHODS
 from rlexplain.errors import RLExplainError
-from rlexplain.catalog import DEFAULT_METHOD, METHOD_NAMES as METHODS
 
 
 def _record(args: argparse.Namespace) -> int:

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 
 from rlexplain import envs, runs, stats
-from rlexplain.agents import Agent, bundled_agents_dir, hub, checkpoint_series, default_agent_for, load_agent
+from rlexplain.agents import Agent, bundled_agents_dir, checkpoint_series, default_agent_for, hub, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
-from rlexplain.errors import CompareError
 from rlexplain.catalog import DEFAULT_METHOD
+from rlexplain.errors import CompareError
 from rlexplain.explainer import BASELINES, Explainer
 from rlexplain.files import write_json_atomically
 from rlexplain.objects import extractor_for

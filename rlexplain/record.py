@@ -23,8 +23,8 @@ import torch
 
 from rlexplain import envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
-from rlexplain.errors import AgentError, RunError, RunInterrupted
 from rlexplain.catalog import DEFAULT_METHOD, DEFAULT_METHOD_REASON
+from rlexplain.errors import AgentError, RunError, RunInterrupted
 from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, category_colour, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter

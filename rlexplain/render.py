@@ -231,6 +231,14 @@ class FrameLayout:
         return frame
 
 
+def captioned(image: np.ndarray, caption: str, band: int = 28, width: int = 0, scale: float = 0.45) -> np.ndarray:
+    """``image`` under a black band of ``band`` pixels holding ``caption`` (at least ``width`` pixels wide)."""
+    canvas = np.zeros((image.shape[0] + band, max(image.shape[1], width), 3), np.uint8)
+    canvas[band:, : image.shape[1]] = image
+    _text(canvas, caption, (6, band - 9), scale, (255, 255, 255))
+    return canvas
+
+
 def tile_image(grey: np.ndarray, heat: np.ndarray, scale: float) -> np.ndarray:
     """A small map: one 84x84 input frame (grey) with its own relevance, upscaled x2, RGB."""
     rgb = np.repeat(grey[..., None], 3, axis=2)

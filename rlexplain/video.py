@@ -49,7 +49,12 @@ class VideoWriter:
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
+        """Append one RGB frame; it is padded with black to whole 16-pixel macroblocks if needed."""
         h, w = frame.shape[:2]
+        if h % 16 or w % 16:
+            padded = np.zeros(((h + 15) // 16 * 16, (w + 15) // 16 * 16, 3), np.uint8)
+            padded[:h, :w] = frame
+            frame, (h, w) = padded, padded.shape[:2]
         if self._writer is None:
             with _naming(self.path):
                 self._writer = _ffmpeg_writer(

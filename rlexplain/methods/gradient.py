@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rlexplain.lrp.engine import Trace, dtype_of, snapshot
+from rlexplain.errors import MethodError
+from rlexplain.lrp.engine import Trace
+from rlexplain.methods.base import OutputMethod
 
 #: Inputs per forward/backward pass when a method evaluates many copies of each input.
 CHUNK = 512
@@ -28,19 +30,10 @@ def input_gradient(network: nn.Module, x: Tensor, weights: Tensor) -> Tensor:
     return torch.cat(parts)
 
 
-class _GradientMethod:
-    """Shared plumbing: a frozen copy of the network, the forward pass, one map per explained combination."""
+class _GradientMethod(OutputMethod):
+    """Gradient-based methods: one map per explained combination, each from :meth:`map`."""
 
     name = "gradient"
-
-    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None) -> None:
-        self.network = snapshot(network, dtype)
-        self.dtype = dtype or dtype_of(self.network)
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Trace:
-        x = x.to(self.dtype)
-        return Trace(self.network(x), [x], [])
 
     def relevance(self, trace: Trace, weights: Tensor) -> Tensor:
         """Maps (N, *input) for weights (N, n_out), or (N, K, *input) for (N, K, n_out)."""
@@ -52,17 +45,6 @@ class _GradientMethod:
 
     def map(self, x: Tensor, weights: Tensor) -> Tensor:
         raise NotImplementedError
-
-    def __call__(self, x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        trace = self.forward(x)
-        return self.relevance(trace, weights), trace.outputs
-
-    def params(self) -> dict:
-        return {}
-
-    def describe(self) -> dict:
-        """The method's name and parameters, for summaries."""
-        return {"method": self.name, "name": self.name, **self.params()}
 
 
 class Gradient(_GradientMethod):
@@ -97,7 +79,7 @@ class IntegratedGradients(_GradientMethod):
     def __init__(self, network: nn.Module, dtype: torch.dtype | None = None, steps: int = 32) -> None:
         super().__init__(network, dtype)
         if steps < 1:
-            raise ValueError(f"integrated_gradients needs steps >= 1, got {steps}")
+            raise MethodError(f"integrated_gradients needs steps >= 1, got {steps}")
         self.steps = steps
 
     def map(self, x: Tensor, weights: Tensor) -> Tensor:
@@ -124,7 +106,7 @@ class SmoothGrad(_GradientMethod):
                  seed: int = 0) -> None:
         super().__init__(network, dtype)
         if samples < 1 or sigma < 0:
-            raise ValueError(f"smoothgrad needs samples >= 1 and sigma >= 0, got {samples}, {sigma}")
+            raise MethodError(f"smoothgrad needs samples >= 1 and sigma >= 0, got {samples}, {sigma}")
         self.samples, self.sigma, self.seed = samples, sigma, seed
 
     def map(self, x: Tensor, weights: Tensor) -> Tensor:

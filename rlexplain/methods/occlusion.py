@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rlexplain.lrp.engine import Trace, dtype_of, snapshot
+from rlexplain.errors import MethodError
+from rlexplain.lrp.engine import Trace
+from rlexplain.methods.base import OutputMethod
 
 #: Perturbed inputs per forward pass.
 CHUNK = 1024
@@ -53,7 +55,7 @@ def gaussian_masks(height: int, width: int, stride: int, sigma: float, dtype: to
     return torch.exp(-((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2) / (2 * sigma ** 2))
 
 
-class Occlusion:
+class Occlusion(OutputMethod):
     """Greydanus et al.'s perturbation saliency for the explained output (see the module docstring).
 
     :param network: the network (explained as it is now: the method keeps a copy).
@@ -67,15 +69,9 @@ class Occlusion:
     def __init__(self, network: nn.Module, dtype: torch.dtype | None = None, stride: int = 5, sigma: float = 5.0,
                  blur: float = 3.0) -> None:
         if stride < 1 or sigma <= 0 or blur <= 0:
-            raise ValueError(f"occlusion needs stride >= 1, sigma > 0 and blur > 0, got {stride}, {sigma}, {blur}")
-        self.network = snapshot(network, dtype)
-        self.dtype = dtype or dtype_of(self.network)
+            raise MethodError(f"occlusion needs stride >= 1, sigma > 0 and blur > 0, got {stride}, {sigma}, {blur}")
+        super().__init__(network, dtype)
         self.stride, self.sigma, self.blur = stride, sigma, blur
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Trace:
-        x = x.to(self.dtype)
-        return Trace(self.network(x), [x], [])
 
     @torch.no_grad()
     def relevance(self, trace: Trace, weights: Tensor) -> Tensor:
@@ -96,10 +92,5 @@ class Occlusion:
         pixel = torch.einsum("...p,phw->...hw", saliency, masks) / masks.sum(0)
         return (pixel / c).unsqueeze(-3).expand(*pixel.shape[:-2], c, h, w).contiguous()
 
-    def __call__(self, x: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
-        trace = self.forward(x)
-        return self.relevance(trace, weights), trace.outputs
-
-    def describe(self) -> dict:
-        """The method's name and parameters, for summaries."""
-        return {"method": self.name, "name": self.name, "stride": self.stride, "sigma": self.sigma, "blur": self.blur}
+    def params(self) -> dict:
+        return {"stride": self.stride, "sigma": self.sigma, "blur": self.blur}

@@ -97,23 +97,13 @@ def _mean_map(path: Path, states: dict, relevance: np.ndarray, row: dict) -> str
 
 
 def _video(path: Path, states: dict[str, np.ndarray], maps: list[np.ndarray], labels: list[str]) -> None:
-    import cv2
-
     scales = [render.robust_max(m.sum(-1)) or 1.0 for m in maps]  # each checkpoint on its own scale
     writer = VideoWriter(path, fps=5, gif=False)
     try:
         for i in range(len(states["obs"])):
-            panels = []
-            for m, scale, label in zip(maps, scales, labels):
-                panel = render.upscale(render.overlay(states["frames"][i], render.to_native(m[i].sum(-1)), scale), 2)
-                panel = np.ascontiguousarray(np.vstack([np.zeros((24, panel.shape[1], 3), np.uint8), panel]))
-                cv2.putText(panel, label, (6, 17), render.FONT, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-                panels.append(panel)
-            frame = np.hstack(panels)
-            h, w = frame.shape[:2]
-            canvas = np.zeros(((h + 15) // 16 * 16, (w + 15) // 16 * 16, 3), np.uint8)
-            canvas[:h, :w] = frame
-            writer.write(canvas)
+            panels = [render.captioned(render.upscale(render.overlay(states["frames"][i], render.to_native(
+                m[i].sum(-1)), scale), 2), label, band=24, scale=0.5) for m, scale, label in zip(maps, scales, labels)]
+            writer.write(np.hstack(panels))
     finally:
         writer.close()
 

@@ -137,21 +137,12 @@ def write(result: StrategiesResult, videos: bool = True) -> Path:
 
 
 def _video(path: Path, frames: list[tuple[np.ndarray, np.ndarray, str]], fps: int) -> None:
-    import cv2
-
     if not frames:
         return
     writer = VideoWriter(path, fps=fps)
     try:
         for frame, heat, caption in frames:
-            image = render.upscale(_overlay(frame, heat), 2)
-            canvas = np.zeros((image.shape[0] + 32, max(image.shape[1], 640), 3), np.uint8)
-            canvas[32:, : image.shape[1]] = image
-            cv2.putText(canvas, caption[:90], (6, 21), render.FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-            h, w = canvas.shape[:2]
-            padded = np.zeros(((h + 15) // 16 * 16, (w + 15) // 16 * 16, 3), np.uint8)
-            padded[:h, :w] = canvas
-            writer.write(padded)
+            writer.write(render.captioned(render.upscale(_overlay(frame, heat), 2), caption[:90], width=640))
     finally:
         writer.close()
 
