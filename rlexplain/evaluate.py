@@ -220,7 +220,8 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
     out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, "evaluate", agent.name), force,
                                keep=[states, agent.path])
     summary: dict[str, Any] = {
-        runs.MARKER: "evaluate", "status": "running", "writer": runs.process_marker(), "started": _dt.datetime.now().isoformat(timespec="seconds"),
+        runs.MARKER: "evaluate", "status": "running", "writer": runs.process_marker(),
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
         "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(), "options": asdict(options),
         "states": str(states) if states else "collected", "sanity_threshold": SANITY_THRESHOLD,
         "measured_output": "Q-value of the greedy action" if agent.output_kind == "q_values"

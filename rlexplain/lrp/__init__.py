@@ -20,6 +20,6 @@ from rlexplain.lrp.rules import (
 )
 
 __all__ = [
-    "COMPOSITES", "Composite", "get_composite", "LRP", "Chain", "Scale", "canonize", "layers_of", "Trace", "snapshot", "AlphaBeta", "Epsilon", "Flat",
-    "Gamma", "Norm", "Pass", "Rule", "WinnerTakesAll", "WSquare", "ZBox", "ZPlus", "stabilize",
+    "COMPOSITES", "Composite", "get_composite", "LRP", "Chain", "Scale", "canonize", "layers_of", "Trace", "snapshot",
+    "AlphaBeta", "Epsilon", "Flat", "Gamma", "Norm", "Pass", "Rule", "WinnerTakesAll", "WSquare", "ZBox", "ZPlus", "stabilize",
 ]
