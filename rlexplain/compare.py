@@ -60,15 +60,17 @@ class CompareResult:
     maps: list = field(default_factory=list, repr=False)
 
     def table(self) -> str:
-        """Checkpoints, returns (mean +- std over the games) and mean densities (or shares) as aligned text."""
+        """Checkpoints, returns (mean +- std over the games played here; ``card``: the model card's mean over
+        its games, when there is a card) and mean densities (or shares) as aligned text."""
         keys = [k for k in self.rows[0] if k.startswith("density_")] or \
             [k for k in self.rows[0] if k.startswith("share_")]
         width = max(len("checkpoint"), *(len(r["label"]) for r in self.rows))
-        lines = [f"{'checkpoint':<{width}s}  {'return':>15s}  " + "  ".join(f"{k:>15s}" for k in keys)]
+        lines = [f"{'checkpoint':<{width}s}  {'return':>15s}  {'card':>6s}  " + "  ".join(f"{k:>15s}" for k in keys)]
         for row in self.rows:
             ret = f"{row['mean_return']:.1f} +- {row['std_return']:.1f}" if row["games"] else "-"
-            lines.append(f"{row['label']:<{width}s}  {ret:>15s}  " + "  ".join(f"{format_value(row[k]):>15s}"
-                                                                               for k in keys))
+            card = f"{row['card_return']:.1f}" if row["card_games"] else "-"
+            lines.append(f"{row['label']:<{width}s}  {ret:>15s}  {card:>6s}  " + "  ".join(
+                f"{format_value(row[k]):>15s}" for k in keys))
         return "\n".join(lines)
 
 
@@ -208,7 +210,10 @@ def _compare(out: Path, env_id: str, agents: list[Agent], paths: list, steps: li
             returns = envs.play_games(lambda obs, agent=agent: agent.act(obs, deterministic=False), env_id, games,
                                       seed=seed + 1000, max_episode_steps=max_steps,
                                       **agent.env_settings()) if games > 0 else []
+            card = (agent.card or {}).get("evaluation", {})
             rows.append({"checkpoint": str(path), "label": agent.name, "timesteps": n,
+                         "card_return": float(card["mean_return"]) if "mean_return" in card else float("nan"),
+                         "card_games": int(card.get("games") or 0),
                          "mean_return": float(np.mean(returns)) if returns else float("nan"),
                          "std_return": float(np.std(returns)) if returns else float("nan"), "games": len(returns),
                          "returns": " ".join(f"{r:g}" for r in returns), **means})

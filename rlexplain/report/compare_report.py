@@ -111,7 +111,7 @@ def _video(path: Path, states: dict[str, np.ndarray], maps: list[np.ndarray], la
 
 
 def _report(out: Path, rows: list[dict], meta: dict, video: bool, figures: list[str], maps: dict) -> None:
-    keys = ["timesteps", "mean_return", "std_return", "games"] + \
+    keys = ["timesteps", "mean_return", "std_return", "games", "card_return", "card_games"] + \
         [k for k in rows[0] if k.startswith(("share_", "density_"))]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in ["checkpoint"] + keys)
     body = "".join(
@@ -127,6 +127,8 @@ def _report(out: Path, rows: list[dict], meta: dict, video: bool, figures: list[
     categories = meta["categories"] if isinstance(meta["categories"], str) else ", ".join(meta["categories"])
     returns = (f"each checkpoint also played {meta['games']} full games (at most {meta['max_steps']} steps; its own "
                f"stochastic policy) for its return" if meta["games"] else "no games were played (--games 0)")
+    returns += ("; card_return is the mean over the model card's games (card_games), the better estimate"
+                if any(r["card_games"] for r in rows) else "")
     images = " ".join(f'<img src="{f}" alt="{f}">' for f in figures)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rlexplain: checkpoints on {html.escape(meta['env_id'])}</title>
