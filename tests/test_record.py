@@ -160,7 +160,7 @@ def test_cli_record_runs_and_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert "run folder" in capsys.readouterr().out
     assert (tmp_path / "run" / "plots" / "densities_episode_0.png").is_file()  # the command draws the plots
     for argv, message in [(["record", "--env", "Breakot"], "did you mean Breakout"),
-                          (["record", "--env", "Pong"], "no bundled agent for Pong"),
+                          (["record", "--env", "Tennis"], "no bundled agent for Tennis"),
                           (["record", "--env", "Breakout", "--out", str(tmp_path / "run"), "--max-steps", "3"],
                            "exists and is not empty"),
                           (["record", "--env", "Breakout", "--action", "JUMP", "--out", str(tmp_path / "x")],
