@@ -104,7 +104,7 @@ def _check_indices(actions: np.ndarray, agent: Agent) -> np.ndarray:
     return actions
 
 
-def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:
+def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:  # (built on the CPU; methods move them)
     """The output weights of a target: (N, n_outputs), or (N, n_outputs, n_outputs) for ``all``."""
     n = len(actions)
     if mode == "all":

@@ -44,16 +44,26 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=30, help="timed calls per method (median reported)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default: fp32 as on the CPU)")
     p.add_argument("--no-zennit", action="store_true")
     return p.parse_args()
 
 
 def nature_cnn(device: str) -> torch.nn.Module:
-    from stable_baselines3.dqn.policies import CnnPolicy
-
+    """SB3's DQN CnnPolicy as rlexplain explains it; without SB3 (e.g. on a bare GPU machine), the same
+    NatureCNN layers built directly."""
     torch.manual_seed(0)
-    policy = CnnPolicy(gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8), gym.spaces.Discrete(4), lambda _: 1e-4)
-    network, _ = build_networks(policy, "dqn")
+    try:
+        from stable_baselines3.dqn.policies import CnnPolicy
+
+        policy = CnnPolicy(gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8), gym.spaces.Discrete(4), lambda _: 1e-4)
+        network, _ = build_networks(policy, "dqn")
+    except ImportError:
+        from torch import nn
+
+        network = nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                                nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
+                                nn.Linear(512, 4))
     for p in network.parameters():
         p.requires_grad_(False)
     return network.to(device).eval()
@@ -88,10 +98,14 @@ def load_zennit():
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
     network = nature_cnn(args.device)
     zc, ZennitGradient = (None, None) if args.no_zennit else load_zennit()
-    print(f"# NatureCNN 4x84x84 -> 4, torch {torch.__version__}, {args.threads} thread(s), device {args.device}, "
-          f"median of {args.repeats}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.threads} thread(s)"
+    print(f"# NatureCNN 4x84x84 -> 4, torch {torch.__version__}, {where}, device {args.device}, "
+          f"TF32 {'on' if args.tf32 else 'off'}, median of {args.repeats}")
     print(f"{'method':28s} {'batch':>5s} {'ms/frame':>9s} {'x gradient':>10s} {'zennit ms/frame':>15s} {'zennit x grad':>13s}")
     for batch in args.batch:
         obs = torch.randint(0, 256, (batch, 4, 84, 84), dtype=torch.uint8, device=args.device)
@@ -103,7 +117,8 @@ def main() -> None:
             return torch.autograd.grad(out, x, onehot)[0]
 
         base = median_ms(plain_gradient, args.repeats, args.warmup, args.device)
-        print(f"{'gradient (plain autograd)':28s} {batch:5d} {base / batch:9.3f} {1.0:10.2f}")
+        print(f"{'gradient (plain autograd)':28s} {batch:5d} {base / batch:9.4f} {1.0:10.2f}   "
+              f"({1000 * batch / base:,.0f} frames/s)")
         for name in list(COMPOSITES) + ["gradient_x_input"]:
             method = make_method(network, name)
 
@@ -111,7 +126,7 @@ def main() -> None:
                 return method(obs.float() / 255.0, onehot)[0]
 
             t = median_ms(ours, args.repeats, args.warmup, args.device)
-            line = f"{name:28s} {batch:5d} {t / batch:9.3f} {t / base:10.2f}"
+            line = f"{name:28s} {batch:5d} {t / batch:9.4f} {t / base:10.2f}"
             if zc is not None and name in ZENNIT:
                 x0 = (obs.float() / 255.0)
                 kwargs = {"low": torch.zeros_like(x0), "high": torch.ones_like(x0)} if name == "epsilon_gamma_box" else {}
@@ -119,8 +134,9 @@ def main() -> None:
                 with ZennitGradient(network, composite) as attributor:
                     tz = median_ms(lambda: attributor(obs.float() / 255.0, onehot), args.repeats, args.warmup,
                                    args.device)
-                line += f" {tz / batch:15.3f} {tz / base:13.2f}"
-            print(line, flush=True)
+                line += f" {tz / batch:15.4f} {tz / base:13.2f}"
+            print(line + f"   ({1000 * batch / t:,.0f} frames/s" +
+                  (f"; zennit {1000 * batch / tz:,.0f})" if zc is not None and name in ZENNIT else ")"), flush=True)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ class LinearMap:
 
         def build() -> Tensor:
             w, b = weight_fn(*self.params(dtype))
-            x = torch.broadcast_to(torch.as_tensor(value, dtype=dtype), (1, *input_shape[1:]))
+            x = torch.broadcast_to(torch.as_tensor(value, dtype=dtype, device=w.device), (1, *input_shape[1:]))
             return self.forward(x, w, b if bias else None)
 
         return self.cached(("constant", key, tuple(input_shape[1:])), dtype, build)

@@ -211,8 +211,8 @@ class ZBox(Rule):
         low_term = layer.constant_output(("zbox_low", key), self.low, lambda w, b: (_pos(w), _pos(b)), x.shape, x.dtype)
         high_term = layer.constant_output(("zbox_high", key), self.high, lambda w, b: (_neg(w), _neg(b)), x.shape, x.dtype)
         s = r / stabilize(z - low_term - high_term, self.stabilizer)
-        low = torch.as_tensor(self.low, dtype=x.dtype)
-        high = torch.as_tensor(self.high, dtype=x.dtype)
+        low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device)
+        high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device)
         w = layer.params(x.dtype)[0]
         if bool((low == 0).all()):
             # l = 0 (pixels in [0, h]): one transpose with [W; W-] stacked along the input axis
