@@ -382,7 +382,8 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
 
 
 def _per_step_tables(loaded: list[dict], index: StepIndex, rams: dict) -> dict[str, np.ndarray]:
-    """Per map: action values, actions, densities, score, lives, and what follows (reward, life lost)."""
+    """Per map: action values, actions, densities, score, lives, and what follows within :data:`FOLLOW` steps
+    (a reward; a lost life, or a lost point in games without lives)."""
     values, actions, score, lives, reward_next, lost_next = [], [], [], [], [], []
     densities: dict[str, list] = {}
     categories = sorted({k[len("density_"):] for r in loaded for k in r["columns"] if k.startswith("density_")})
@@ -397,7 +398,8 @@ def _per_step_tables(loaded: list[dict], index: StepIndex, rams: dict) -> dict[s
             lives.append(cols["lives"][steps])
             rewards, life = cols["reward"], cols["lives"]
             cum = np.concatenate([[0], np.cumsum(rewards > 0)])
-            lost = np.concatenate([[0], np.cumsum(np.diff(life, prepend=life[:1]) < 0)])
+            # a lost life, or a point lost in games without lives (Pong's -1)
+            lost = np.concatenate([[0], np.cumsum((np.diff(life, prepend=life[:1]) < 0) | (rewards < 0))])
             end = np.minimum(steps + FOLLOW, len(rewards) - 1)
             reward_next.append(cum[end + 1] - cum[steps + 1] > 0)
             lost_next.append(lost[end + 1] - lost[steps + 1] > 0)
