@@ -130,6 +130,7 @@ def _report(out: Path, rows: list[dict], meta: dict, video: bool, figures: list[
     returns += ("; card_return is the mean over the model card's games (card_games), the better estimate"
                 if any(r["card_games"] for r in rows) else "")
     images = " ".join(f'<img src="{f}" alt="{f}">' for f in figures)
+    origin = "" if meta["states_from"] == "collected" else f"from {html.escape(meta['states_from'])}, "
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rlexplain: checkpoints on {html.escape(meta['env_id'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -137,8 +138,7 @@ td,th{{border:1px solid #ccc;padding:3px 6px;font-size:13px;text-align:right}}im
 figure{{display:inline-block;margin:4px;text-align:center;font-size:12px}}figure img{{max-width:220px}}
 tr:target,figure:target{{background:#ffeeb0}}</style></head>
 <body><h1>Checkpoints compared on {html.escape(meta['env_id'])}</h1>
-<p>{meta['n_states']} fixed states ({html.escape(meta['states_from'])}; collected by
-{html.escape(meta['reference'])}), seed {meta['seed']}, method {html.escape(meta['composite'])}; {returns}.
+<p>{meta['n_states']} fixed states ({origin}collected by {html.escape(meta['reference'])}), seed {meta['seed']}, method {html.escape(meta['composite'])}; {returns}.
 Shares are fractions of each state's positive relevance on the objects read from RAM ({html.escape(categories)}),
 averaged over the states; density = share / area share (1: as much evidence as area).
 Red/yellow: evidence for the chosen action, blue: against.</p>
