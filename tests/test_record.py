@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rlexplain import cli
+from rlexplain.catalog import DEFAULT_METHOD
 from rlexplain.agents import load_agent
 from rlexplain.errors import RunError as RecordError
 from rlexplain.explainer import Explainer, explain
@@ -50,7 +51,7 @@ def test_short_recording_yields_one_video_frame_and_one_row_per_step(tmp_path, a
         assert column in table[0]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["steps"] == 50
-    assert summary["agent"]["sha256"] and summary["composite"] == "epsilon_gamma_box"
+    assert summary["agent"]["sha256"] and summary["composite"] == DEFAULT_METHOD
     assert "most faithful" in summary["method_choice"]
     maps = load_maps(run, 0)
     assert maps["relevance"].shape == (50, 84, 84, 4) and maps["frames"].shape == (50, 210, 160, 3)
