@@ -3,8 +3,9 @@
 One ``evaluate`` per checkpoint (the default methods, 128 states, 4x4 regions, K = 100, blur), each
 in its own folder under ``--out``; then one Markdown table of abc +- s.e. per method and checkpoint,
 the randomisation verdicts, the cost relative to the gradient, and which method the evidence picks
-as the default: the most faithful (mean abc over the checkpoints) among those that pass the sanity
-check on every checkpoint and cost at most ``--max-cost`` times the gradient.
+as the default: the most faithful (abc averaged over each game's checkpoints, then over the games, so
+that every game counts the same) among those that pass the sanity check on every checkpoint and cost
+at most ``--max-cost`` times the gradient.
 
     python scripts/evaluate_bundled.py --out runs/evaluate-bundled
     python scripts/evaluate_bundled.py --agents breakout-dqn@200000 pong-ppo --n-states 32   # a quick look
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -41,17 +43,20 @@ def main() -> None:
     args = parse_args()
     agents = args.agents or [f"{a['name']}@{c['timesteps']}" for a in list_bundled() for c in a["checkpoints"]]
     tables: dict[str, list[dict]] = {}
+    games: dict[str, str] = {}
     for name in agents:
         folder = args.out / name.replace("/", "_").replace(":", "_")
         if args.reuse and (folder / "evaluate.csv").is_file():
             with open(folder / "evaluate.csv", newline="") as f:
                 tables[name] = list(csv.DictReader(f))
+            games[name] = json.loads((folder / "summary.json").read_text()).get("env_id", "?")
             continue
         print(f"# evaluating {name}", flush=True)
         result = evaluate(name, options=EvaluateOptions(n_states=args.n_states, steps=args.steps, progress=False),
                           out=folder, force=True, command=["python", *sys.argv])
         evaluate_report.write(result)
         tables[name] = [{k: str(v) for k, v in row.items()} for row in result.rows]
+        games[name] = result.summary["env_id"]
     methods = [r["method"] for r in next(iter(tables.values()))]
     print("\n| method | " + " | ".join(f"`{a}` abc" for a in tables) + " | randomisation (rho_all) | cost (x gradient) |")
     print("|---|" + "---:|" * len(tables) + "---|---:|")
@@ -62,7 +67,11 @@ def main() -> None:
         sanity = [r["sanity"] for r in rows]
         rho = " / ".join(f"{float(r['rho_all']):.2f}" for r in rows)
         cost = float(np.median([float(r["relative_time"]) for r in rows]))
-        verdict[method] = (float(np.mean([float(r["abc"]) for r in rows])), all(s == "pass" for s in sanity), cost)
+        by_game: dict[str, list[float]] = {}
+        for agent, r in zip(tables, rows):
+            by_game.setdefault(games[agent], []).append(float(r["abc"]))
+        mean_abc = float(np.mean([np.mean(v) for v in by_game.values()]))
+        verdict[method] = (mean_abc, all(s == "pass" for s in sanity), cost)
         mark = "pass" if verdict[method][1] else ("fail" if all(s == "fail" for s in sanity) else "mixed")
         print(f"| {method} | " + " | ".join(cells) + f" | {mark} ({rho}) | {cost:.1f} |")
     eligible = {m: v for m, v in verdict.items() if v[1] and v[2] <= args.max_cost and m != "random"}
@@ -70,8 +79,8 @@ def main() -> None:
     if eligible:
         best = max(eligible, key=lambda m: eligible[m][0])
         print(f"\nmost faithful method that passes the sanity check on every checkpoint and costs <= {args.max_cost:g}x "
-              f"the gradient: {best} (mean abc {eligible[best][0]:.2f}); most faithful overall: {best_overall} "
-              f"(mean abc {verdict[best_overall][0]:.2f}, cost {verdict[best_overall][2]:.0f}x, sanity "
+              f"the gradient: {best} (abc {eligible[best][0]:.2f}, mean over games); most faithful overall: "
+              f"{best_overall} (abc {verdict[best_overall][0]:.2f}, cost {verdict[best_overall][2]:.0f}x, sanity "
               f"{'pass' if verdict[best_overall][1] else 'not on every checkpoint'})")
     else:
         print("\nno method passes the sanity check on every checkpoint within the cost limit")
