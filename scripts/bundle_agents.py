@@ -86,8 +86,9 @@ def write_model_card(folder: Path) -> None:
         e = c["evaluation"]
         lines.append(f"| rl_model_{c['timesteps']}_steps.zip | {c['timesteps']:,} | {e['mean_return']:.1f} | "
                      f"{e['std_return']:.1f} |")
-    lines += ["", "The zips are light: no optimizer state and no target network (rebuilt from the online network "
-              "by `rlexplain.load_agent`). Each `.json` beside a zip is its full card (per-game returns, "
+    light = ("no optimizer state and no target network (rebuilt from the online network by `rlexplain.load_agent`)"
+             if last["algorithm"] in ("dqn", "qrdqn") else "no optimizer state")
+    lines += ["", f"The zips are light: {light}. Each `.json` beside a zip is its full card (per-game returns, "
               "versions, sha256)."]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
 
