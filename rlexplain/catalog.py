@@ -11,10 +11,11 @@ METHOD_NAMES = COMPOSITE_NAMES + OTHER_METHOD_NAMES
 #: The default method, chosen from evidence (``scripts/evaluate_bundled.py``; the README's "Which map to believe").
 DEFAULT_METHOD = "epsilon_gamma_box"
 DEFAULT_METHOD_REASON = (
-    "epsilon_gamma_box is the default because, in `rlexplain evaluate` on the bundled checkpoints, it was the most "
-    "faithful method (region perturbation with blurred 4x4 regions: highest mean abc) among those that pass the "
-    "model-randomisation sanity check on every checkpoint and cost at most 2x the plain gradient; occlusion scored "
-    "higher but costs ~100x, and integrated gradients / gradient x input fail the sanity check. Agents disagree: "
-    "on breakout-dqn@1000000 epsilon_plus_flat scored higher. See the README's faithfulness table, and run "
+    "epsilon_gamma_box is the default because, in `rlexplain evaluate` on the bundled checkpoints (Breakout DQN and "
+    "Pong PPO series), it was the most faithful method (region perturbation with blurred 4x4 regions: highest abc, "
+    "each game weighted equally) among those that pass the model-randomisation sanity check on every checkpoint and "
+    "cost at most 2x the plain gradient; occlusion scored higher but costs ~150x, integrated gradients and gradient "
+    "x input fail the sanity check on Breakout. Agents disagree: on breakout-dqn@1000000 and the last Pong "
+    "checkpoints epsilon_plus_flat scored as high or higher. See the README's faithfulness table, and run "
     "`rlexplain evaluate` on your own agent."
 )
