@@ -63,15 +63,21 @@ def test_full_games_are_capped_at_27000_agent_steps():
     assert envs.MAX_EPISODE_STEPS in limits
 
 
-@pytest.mark.parametrize("checkpoint", [c["path"] for a in list_bundled() for c in a["checkpoints"]])
-def test_each_bundled_checkpoint_loads_and_acts(checkpoint):
+BUNDLED_GAMES = {"breakout-dqn": ("dqn", "BreakoutNoFrameskip-v4", ["NOOP", "FIRE", "RIGHT", "LEFT"]),
+                 "pong-ppo": ("ppo", "PongNoFrameskip-v4", ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"])}
+
+
+@pytest.mark.parametrize("series, checkpoint", [(a["name"], c["path"]) for a in list_bundled()
+                                                for c in a["checkpoints"]])
+def test_each_bundled_checkpoint_loads_and_acts(series, checkpoint):
     agent = load_agent(checkpoint)
     env = agent.make_env(seed=0)
     obs, _ = env.reset(seed=0)
     action = agent.act(obs)
     assert 0 <= action < agent.n_actions
-    assert agent.algorithm == "dqn" and agent.env_id == "BreakoutNoFrameskip-v4"
-    assert agent.action_names == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    algorithm, env_id, actions = BUNDLED_GAMES[series]
+    assert agent.algorithm == algorithm and agent.env_id == env_id
+    assert agent.action_names == actions
     assert agent.timesteps == steps_from_name(checkpoint)
 
 
