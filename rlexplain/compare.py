@@ -152,23 +152,11 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
         agents[-1].preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line error
     out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
                                f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force, keep=[states, *paths])
-    summary = {runs.MARKER: "compare", "status": "running", "env_id": env_id,
-               "started": _dt.datetime.now().isoformat(timespec="seconds"), "writer": runs.process_marker(),
-               "versions": runs.versions()}
-    runs.write_summary(out, summary)
-    try:
-        with runs.signals_interrupt():
-            rows, similarity, meta, state_data, maps = _compare(
-                out, env_id, agents, paths, steps, state_data, reference, n_states, games, max_steps, seed, composite,
-                states, progress)
-    except BaseException as exc:
-        summary.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                       error=f"{type(exc).__name__}: {exc}".strip().rstrip(":"),
-                       finished=_dt.datetime.now().isoformat(timespec="seconds"))
-        runs.write_summary(out, summary)
-        raise
-    runs.write_summary(out, {**summary, "status": "complete", **meta,
-                             "finished": _dt.datetime.now().isoformat(timespec="seconds")})
+    with runs.tracked(out, runs.new_summary("compare", env_id=env_id)) as summary:
+        rows, similarity, meta, state_data, maps = _compare(
+            out, env_id, agents, paths, steps, state_data, reference, n_states, games, max_steps, seed, composite,
+            states, progress)
+        summary.update(meta)
     return CompareResult(out, rows, similarity, meta, state_data, maps)
 
 

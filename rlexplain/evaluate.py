@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import datetime as _dt
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -219,18 +217,13 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
         agent.preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line AgentError
     out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id, "evaluate", agent.name), force,
                                keep=[states, agent.path])
-    summary: dict[str, Any] = {
-        runs.MARKER: "evaluate", "status": "running", "writer": runs.process_marker(),
-        "started": _dt.datetime.now().isoformat(timespec="seconds"),
-        "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(), "options": asdict(options),
-        "states": str(states) if states else "collected", "sanity_threshold": SANITY_THRESHOLD,
-        "measured_output": "Q-value of the greedy action" if agent.output_kind == "q_values"
-        else "logit of the greedy action",
-        "versions": runs.versions(), "command": list(command) if command else [sys.executable, *sys.argv],
-    }
-    runs.write_summary(out, summary)
+    summary = runs.new_summary(
+        "evaluate", command, env_id=env_id, game=envs.game_name(env_id), agent=agent.describe(),
+        options=asdict(options), states=str(states) if states else "collected", sanity_threshold=SANITY_THRESHOLD,
+        measured_output="Q-value of the greedy action" if agent.output_kind == "q_values" else
+        "logit of the greedy action")
     result = EvaluateResult(out, summary=summary)
-    try:
+    with runs.tracked(out, summary):
         if state_data is None:
             state_data = collect_states(agent, env_id, options.n_states, options.seed, policy="greedy", spread=True,
                                         skip_life_start=SKIP_LIFE_START, max_steps=options.max_steps,
@@ -239,14 +232,7 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
                     reference=str(state_data.get("reference", agent.name)), policy=str(state_data.get("policy",
                                                                                                      "greedy")))
         _run(agent, state_data, options, result, tqdm)
-    except BaseException as exc:
-        summary.update(status="interrupted", error=f"{type(exc).__name__}: {exc}".strip().rstrip(":"),
-                       finished=_dt.datetime.now().isoformat(timespec="seconds"))
-        runs.write_summary(out, summary)
-        raise
-    summary.update(status="complete", finished=_dt.datetime.now().isoformat(timespec="seconds"),
-                   n_states=int(len(state_data["obs"])), rows=result.rows)
-    runs.write_summary(out, summary)
+        summary.update(n_states=int(len(state_data["obs"])), rows=result.rows)
     return result
 
 

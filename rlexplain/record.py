@@ -11,8 +11,6 @@ relevance, and the reward and score obtained by ``a_t``.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import torch
 from rlexplain import envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.catalog import DEFAULT_METHOD, DEFAULT_METHOD_REASON
-from rlexplain.errors import AgentError, RunError, RunInterrupted
+from rlexplain.errors import AgentError, RunError
 from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
 from rlexplain.objects import ObjectExtractor, category_colour, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
@@ -138,10 +136,7 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     explainer = Explainer(agent, options.composite)
     default_dir = runs.default_run_dir(env_id, agent.name, options.composite, target.label(agent.action_names))
     run_dir = runs.prepare_run_dir(Path(out) if out else default_dir, force, keep=[agent.path])
-    recorder = _Recorder(run_dir, agent, explainer, env_id, extractor_for(env_id), target, options)
-    recorder.summary.update(seed=options.seed, episodes_requested=options.episodes, max_steps=options.max_steps,
-                            options=asdict(options),
-                            command=list(command) if command else [sys.executable, *sys.argv])
+    recorder = _Recorder(run_dir, agent, explainer, env_id, extractor_for(env_id), target, options, command)
     previous_threads = torch.get_num_threads()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -152,11 +147,11 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
                 recorder.play(episode)
     except BaseException as exc:
         with runs.signals_deferred():
-            recorder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", exc)
+            recorder.finish(exc)
         raise
     finally:
         torch.set_num_threads(previous_threads)
-    recorder.finish("complete")
+    recorder.finish()
     return RecordResult(run_dir, recorder.summary)
 
 
@@ -164,7 +159,8 @@ class _Recorder:
     """The recording loop and its writers (one instance per run)."""
 
     def __init__(self, run_dir: Path, agent: Agent, explainer: Explainer, env_id: str,
-                 objects: ObjectExtractor | None, target: Target, options: RecordOptions) -> None:
+                 objects: ObjectExtractor | None, target: Target, options: RecordOptions,
+                 command: Sequence[str] | None = None) -> None:
         self.run_dir, self.agent, self.explainer, self.env_id = run_dir, agent, explainer, env_id
         self.objects, self.target, self.options = objects, target, options
         self.colour = render.ColourScale()
@@ -176,9 +172,7 @@ class _Recorder:
         self.columns = (BASE_COLUMNS + [f"value_{n}" for n in names]
                         + stats.statistic_columns(agent.frame_stack, categories) + ["colour_scale"])
         method = explainer.describe()
-        self.summary: dict[str, Any] = {
-            runs.MARKER: "record", "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
-            "writer": runs.process_marker(),
+        self.summary: dict[str, Any] = runs.new_summary("record", command, **{
             "env_id": env_id, "game": envs.game_name(env_id), "agent": agent.describe(),
             "method": method, "composite": method.get("name", method["method"]),
             "target": target.label(names), "deterministic": options.deterministic,
@@ -191,8 +185,9 @@ class _Recorder:
             "notes": _method_notes(method),
             "method_choice": DEFAULT_METHOD_REASON if options.composite == DEFAULT_METHOD else
             "chosen by the user (--composite)",
-            "versions": runs.versions(), "episodes": [],
-        }
+            "seed": options.seed, "episodes_requested": options.episodes, "max_steps": options.max_steps,
+            "options": asdict(options), "episodes": [],
+        })
         self._csv_file = None
         self._csv = None
 
@@ -318,7 +313,7 @@ class _Recorder:
             tiles = [render.tile_image(obs[..., i], chosen_map[..., i], per_frame) for i in range(obs.shape[-1])]
         return layout.compose(game, values, action, info, tiles, scale=scale, densities=densities, tile_marks=marks)
 
-    def finish(self, status: str, error: BaseException | None = None) -> None:
+    def finish(self, error: BaseException | None = None) -> None:
         """Close the CSV and write the final summary: ``complete``, ``interrupted`` (Ctrl-C, SIGTERM,
         SIGHUP) or ``failed`` (an error, e.g. a full disk), with each episode's counts of CSV rows,
         map steps and video frames."""
@@ -327,15 +322,10 @@ class _Recorder:
                 self._csv_file.close()
             except OSError:
                 pass  # a full disk: the rows flushed before are on disk
-        self.summary["status"] = status
-        self.summary["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-        if error is not None:
-            self.summary["error"] = f"{type(error).__name__}: {error}".strip().rstrip(":")
-            if isinstance(error, RunInterrupted):
-                self.summary["signal"] = error.signal_name
+        self.summary.update(runs.ending(error))
         for episode in self.episodes:
             if episode["status"] == "running":
-                episode["status"] = status
+                episode["status"] = self.summary["status"]
         self.summary["episodes"] = self.episodes
         returns = [e["return"] for e in self.episodes if e.get("status") == "complete"]
         self.summary["mean_return"] = float(np.mean(returns)) if returns else None

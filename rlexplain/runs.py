@@ -24,6 +24,7 @@ import platform
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import zipfile
@@ -193,6 +194,43 @@ def naming(path: Path) -> Iterator[None]:
         if exc.filename:
             raise
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def new_summary(kind: str, command: Sequence[str] | None = None, **fields) -> dict:
+    """The first summary of an rlexplain output: the :data:`MARKER` naming the command ``kind``, status
+    ``running``, when it started, who writes it (:func:`process_marker`), ``fields``, versions, the command line."""
+    return {MARKER: kind, "status": "running", "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            "writer": process_marker(), **fields, "versions": versions(),
+            "command": list(command) if command else [sys.executable, *sys.argv]}
+
+
+def ending(error: BaseException | None) -> dict:
+    """How a run ended, for its summary: ``complete``; ``interrupted`` (Ctrl-C, SIGTERM, SIGHUP, with the
+    signal's name); or ``failed`` with the error."""
+    out: dict = {"status": "complete", "finished": _dt.datetime.now().isoformat(timespec="seconds")}
+    if error is not None:
+        out.update(status="interrupted" if isinstance(error, KeyboardInterrupt) else "failed",
+                   error=f"{type(error).__name__}: {error}".strip().rstrip(":"))
+        if isinstance(error, RunInterrupted):
+            out["signal"] = error.signal_name
+    return out
+
+
+@contextlib.contextmanager
+def tracked(run_dir: Path, summary: dict) -> Iterator[dict]:
+    """Run the body of a command with its summary kept truthful: written (reserving space) on entry, signals
+    turned into interruptions inside, and finally updated with :func:`ending` -- also when the body fails."""
+    write_summary(run_dir, summary, reserve=True)
+    try:
+        with signals_interrupt():
+            yield summary
+    except BaseException as exc:
+        with signals_deferred():
+            summary.update(ending(exc))
+            write_summary(run_dir, summary)
+        raise
+    summary.update(ending(None))
+    write_summary(run_dir, summary)
 
 
 def process_marker() -> dict:

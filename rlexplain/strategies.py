@@ -19,9 +19,7 @@ The computation is here; :mod:`rlexplain.report.strategies_report` draws it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,17 +342,24 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
         raise RunError(f"--k {options.k} is not between 1 and the {len(features)} maps")
     out = runs.prepare_run_dir(Path(out) if out else runs.default_run_dir(env_id or "unknown", "strategies"), force,
                                keep=[r["dir"] for r in loaded])
-    summary = {runs.MARKER: "strategies", "status": "running", "env_id": env_id, "writer": runs.process_marker(),
-               "runs": [str(r["dir"]) for r in loaded], "options": asdict(options), "versions": runs.versions(),
-               "command": list(command) if command else [sys.executable, *sys.argv]}
-    runs.write_summary(out, summary)
+    summary = runs.new_summary("strategies", command, env_id=env_id, runs=[str(r["dir"]) for r in loaded],
+                               options=asdict(options))
+    with runs.tracked(out, summary):
+        result = _analyse(out, loaded, features, index, rams, options, env_id)
+        summary.update(k=result.spectral.k, n_maps=int(len(features)))
+    return result
+
+
+def _analyse(out: Path, loaded: list[dict], features: np.ndarray, index: StepIndex, rams: dict,
+             options: StrategyOptions, env_id: str | None) -> StrategiesResult:
+    """SpRAy and everything around the clusters, once the output folder is ready (see :func:`strategies`)."""
     spectral = spectral_clusters(features, options.k, options.max_k, options.neighbours, options.seed,
                                  keys=index.keys())
     xy, how = two_d(spectral.embedding, options.seed)
     kind = next((r["summary"].get("value_columns") for r in loaded), "Q-values")
     value_kind = "q_values" if str(kind).startswith("Q") else "probabilities"
     per_step = _per_step_tables(loaded, index, rams)
-    clusters = _describe_clusters(loaded, index, spectral, per_step, env_id)
+    clusters = _describe_clusters(loaded, index, spectral, per_step)
     over_training = _over_training(loaded, index, spectral)
     scores = importance(per_step["values"], value_kind)
     groups = index.run * 100_000 + index.episode
@@ -375,9 +380,6 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
                               index, spectral, xy, how, clusters, over_training, highlights, events,
                               prototypes, members, game=envs.game_name(env_id) if env_id else "")
     _write_tables(result, k_given=options.k is not None)
-    summary.update(status="complete", finished=_dt.datetime.now().isoformat(timespec="seconds"), k=spectral.k,
-                   n_maps=int(len(features)))
-    runs.write_summary(out, summary)
     return result
 
 
@@ -412,8 +414,8 @@ def _per_step_tables(loaded: list[dict], index: StepIndex, rams: dict) -> dict[s
             "densities": {c: np.concatenate(v) for c, v in densities.items()}}
 
 
-def _describe_clusters(loaded: list[dict], index: StepIndex, spectral: SpectralResult, per_step: dict,
-                       env_id: str | None) -> list[dict]:
+def _describe_clusters(loaded: list[dict], index: StepIndex, spectral: SpectralResult,
+                       per_step: dict) -> list[dict]:
     action_names = [c[len("value_"):] for c in loaded[0]["columns"] if c.startswith("value_")]
     n = len(spectral.labels)
     clusters = []
