@@ -142,6 +142,12 @@ def grid_row_shares(rows: Mapping[str, np.ndarray | float], grid: tuple[int, int
                                  for c in range(grid[1])) for r in range(grid[0])}
 
 
+def lives_lost(lives: np.ndarray) -> np.ndarray:
+    """(T,) bool: True at the steps whose ``lives`` column is lower than the step before's."""
+    lives = np.asarray(lives)
+    return np.diff(lives, prepend=lives[:1]) < 0
+
+
 class RunningMeans:
     """NaN-aware means of the columns starting with any of ``prefixes``, without keeping the rows."""
 

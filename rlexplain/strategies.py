@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rlexplain import envs, runs
+from rlexplain import envs, runs, stats
 from rlexplain.errors import RunError
 from rlexplain.objects import ram_events
 
@@ -401,7 +401,7 @@ def _per_step_tables(loaded: list[dict], index: StepIndex, rams: dict) -> dict[s
             rewards, life = cols["reward"], cols["lives"]
             cum = np.concatenate([[0], np.cumsum(rewards > 0)])
             # a lost life, or a point lost in games without lives (Pong's -1)
-            lost = np.concatenate([[0], np.cumsum((np.diff(life, prepend=life[:1]) < 0) | (rewards < 0))])
+            lost = np.concatenate([[0], np.cumsum(stats.lives_lost(life) | (rewards < 0))])
             end = np.minimum(steps + FOLLOW, len(rewards) - 1)
             reward_next.append(cum[end + 1] - cum[steps + 1] > 0)
             lost_next.append(lost[end + 1] - lost[steps + 1] > 0)
@@ -459,7 +459,7 @@ def _events(loaded: list[dict], rams: dict, env_id: str | None) -> dict[str, dic
             series = {c[len("density_"):]: v for c, v in cols.items() if c.startswith("density_")}
             if not series:
                 continue
-            found = {"reward": cols["reward"] > 0, "life lost": np.diff(cols["lives"], prepend=cols["lives"][:1]) < 0}
+            found = {"reward": cols["reward"] > 0, "life lost": stats.lives_lost(cols["lives"])}
             if game == "Pong":
                 found = {"point won": cols["reward"] > 0, "point lost": cols["reward"] < 0}
             ram = rams.get((r["index"], k))

@@ -61,7 +61,7 @@ def plot_run(run_dir: str | Path) -> Path:
             shown = np.where(raw > 0, raw, np.nan) if log else raw
             ax.plot(steps, shown, color=_colour(name), lw=0.5, alpha=0.25)
             ax.plot(steps, _smooth(raw), color=_colour(name), lw=1.8, label=f"{name} (15-step mean)")
-        lost = steps[1:][np.diff(columns["lives"][sel]) < 0]
+        lost = steps[stats.lives_lost(columns["lives"][sel])]
         for i, s_ in enumerate(lost):
             ax.axvline(s_, color="black", ls="--", lw=0.9, alpha=0.7, label="life lost" if i == 0 else None)
         rewarded = steps[columns["reward"][sel] > 0]
