@@ -43,6 +43,11 @@ _SPARE_COLOURS = [(23, 190, 207), (255, 152, 150), (197, 176, 213), (196, 156, 1
                   (158, 218, 229), (247, 182, 210)]
 
 
+#: RAM states whose masks are kept: enough for the stacked frames of many games recorded side by side
+#: (``record --n-envs``), each (size x size) mask per category a few kB.
+_MASK_CACHE = 256
+
+
 def category_colour(name: str) -> tuple[int, int, int]:
     """The RGB colour of a category (OCAtari's classes get stable spare colours by name)."""
     if name in CATEGORY_COLOURS:
@@ -78,7 +83,7 @@ class ObjectExtractor:
             for label, box in self.boxes(ram):
                 rows, cols = box_to_input(box, size)
                 masks[label][rows, cols] = True
-            if len(cache) >= 16:  # consecutive steps share all but one of their stacked frames
+            if len(cache) >= _MASK_CACHE:  # consecutive steps share all but one of their stacked frames
                 cache.pop(next(iter(cache)))
             cache[key] = masks
         return cache[key]

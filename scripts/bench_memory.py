@@ -62,7 +62,7 @@ def synthetic_run(folder: Path, steps: int, seed: int = 0, patterns: int = 0) ->
             frame[100 + t % 50, 80] = t % 255
             writer.add(t, relevance=relevance, obs=rng.integers(0, 255, (84, 84, 4), np.uint8), frames=frame,
                        ram=np.zeros(128, np.uint8), colour_scale=np.float32(1.0))
-    writer.flush()
+    writer.close()
     return folder
 
 
