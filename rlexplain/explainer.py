@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from rlexplain import catalog
+from rlexplain.devices import resolve_device
 from rlexplain.agents import Agent
 from rlexplain.errors import AgentError, MethodError, TargetError
 from rlexplain.lrp.composites import COMPOSITES, Composite, UserMapping
@@ -119,10 +120,11 @@ def target_weights(mode: str, actions: np.ndarray, n_outputs: int) -> Tensor:  #
 
 # -- methods ---------------------------------------------------------------------------------------
 Method = LRP | Gradient | IntegratedGradients | SmoothGrad | Occlusion | RandomMap
-#: Methods that are not LRP composites: name -> factory(network, dtype, **params).
+#: Methods that are not LRP composites: name -> factory(network, dtype, device, **params).
 OTHER_METHODS: dict[str, Callable[..., Method]] = {
-    "gradient": lambda network, dtype: Gradient(network, times_input=False, dtype=dtype),
-    "gradient_x_input": lambda network, dtype: Gradient(network, times_input=True, dtype=dtype),
+    "gradient": lambda network, dtype, device: Gradient(network, times_input=False, dtype=dtype, device=device),
+    "gradient_x_input": lambda network, dtype, device: Gradient(network, times_input=True, dtype=dtype,
+                                                                device=device),
     "integrated_gradients": IntegratedGradients,
     "smoothgrad": SmoothGrad,
     "occlusion": Occlusion,
@@ -137,10 +139,11 @@ if METHODS != catalog.METHOD_NAMES:  # the command line's list must name exactly
 
 
 def make_method(network: nn.Module, method: str | Composite | UserMapping = catalog.DEFAULT_METHOD,
-                rules: UserMapping | None = None, dtype: torch.dtype | None = None, **params) -> Method:
+                rules: UserMapping | None = None, dtype: torch.dtype | None = None,
+                device: torch.device | str | None = None, **params) -> Method:
     """An explanation method by name (:data:`METHODS`), a :class:`~rlexplain.lrp.Composite` or a rule mapping.
 
-    The method explains a frozen copy of ``network`` in ``dtype`` (None: the network's own).
+    The method explains a frozen copy of ``network`` in ``dtype`` on ``device`` (None: the network's own).
 
     :raises MethodError: an unknown name, or parameters the method does not take.
     """
@@ -148,13 +151,13 @@ def make_method(network: nn.Module, method: str | Composite | UserMapping = cata
         if rules:
             raise MethodError(f"{method} takes no rules (it is not an LRP composite)")
         try:
-            return OTHER_METHODS[method](network, dtype=dtype, **params)
+            return OTHER_METHODS[method](network, dtype=dtype, device=device, **params)
         except TypeError as exc:
             raise MethodError(f"{method} does not take parameters {', '.join(params)} ({exc})") from exc
     if isinstance(method, str) and method not in COMPOSITES:
         raise MethodError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     try:
-        return LRP(network, method, rules, dtype=dtype, **params)
+        return LRP(network, method, rules, dtype=dtype, device=device, **params)
     except TypeError as exc:
         if "unexpected keyword" not in str(exc):
             raise
@@ -193,16 +196,21 @@ class Explainer:
         ``{layer path or type: rule}`` mapping.
     :param rules: a ``{layer path or type: rule}`` mapping overriding the composite's choices.
     :param dtype: the working precision (``torch.float64`` for reference checks).
+    :param device: where to explain: ``cpu``, ``cuda``, ``cuda:1`` or ``auto``
+        (:func:`rlexplain.devices.resolve_device`); None: where the agent's network is (it stays there).
     :param params: a method's parameters (``epsilon``, ``gamma``, ``low``, ``high`` for composites).
     """
 
     def __init__(self, agent: Agent, composite: str | Composite | UserMapping = catalog.DEFAULT_METHOD,
-                 rules: UserMapping | None = None, dtype: torch.dtype = torch.float32, **params) -> None:
+                 rules: UserMapping | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, **params) -> None:
         self.agent = agent
         self.dtype = dtype
-        self.method: Method = make_method(agent.network, composite, rules, dtype, **params)
-        self._value_method: Method | None = (make_method(agent.value_network, composite, rules, dtype, **params)
-                                             if agent.value_network is not None else None)
+        self.device = resolve_device(device)
+        self.method: Method = make_method(agent.network, composite, rules, dtype, self.device, **params)
+        self._value_method: Method | None = (
+            make_method(agent.value_network, composite, rules, dtype, self.device, **params)
+            if agent.value_network is not None else None)
 
     def describe(self) -> dict:
         """The method and its parameters, for summaries."""
@@ -213,14 +221,17 @@ class Explainer:
         target = parse_target(action, self.agent)
         return self._explain(obs, target, acting=None)
 
-    def step(self, obs: np.ndarray, deterministic: bool = True, target: TargetSpec | Target = "chosen") -> Explanation:
+    def step(self, obs: np.ndarray, deterministic: bool = True, target: TargetSpec | Target = "chosen",
+             rngs: Sequence[np.random.Generator] | None = None) -> Explanation:
         """Choose the agent's action on ``obs`` and explain ``target``, sharing one forward pass.
 
-        ``chosen`` (and ``contrastive``) then refer to the action taken, greedy or sampled.
+        ``chosen`` (and ``contrastive``) then refer to the action taken, greedy or sampled
+        (``rngs``: one generator per observation, see :meth:`Agent.choose`).
         """
-        return self._explain(obs, parse_target(target, self.agent), acting=deterministic)
+        return self._explain(obs, parse_target(target, self.agent), acting=deterministic, rngs=rngs)
 
-    def _explain(self, obs: np.ndarray, target: Target, acting: bool | None) -> Explanation:
+    def _explain(self, obs: np.ndarray, target: Target, acting: bool | None,
+                 rngs: Sequence[np.random.Generator] | None = None) -> Explanation:
         x = self.agent.preprocess(obs).to(self.dtype)
         n = len(x)
         if target.mode == "value":
@@ -235,7 +246,7 @@ class Explainer:
                                actions, "value", actions)
         trace = self.method.forward(x)
         outputs = trace.outputs.detach()
-        chosen = self.agent.choose(outputs.cpu(), True if acting is None else acting)
+        chosen = self.agent.choose(outputs.cpu(), True if acting is None else acting, rngs)
         if target.mode == "action":
             explained = np.broadcast_to(target.actions, (n,)).copy() if target.actions.ndim == 0 else target.actions
             if explained.shape != (n,):

@@ -11,7 +11,9 @@ relevance, and the reward and score obtained by ``a_t``.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlexplain import envs, render, runs, stats
+from rlexplain import devices, envs, render, runs, stats
 from rlexplain.agents import Agent, default_agent_for, hub, load_agent
 from rlexplain.catalog import DEFAULT_METHOD, DEFAULT_METHOD_REASON
+from rlexplain.devices import resolve_device
 from rlexplain.errors import AgentError, RunError
-from rlexplain.explainer import BASELINES, Explainer, Target, parse_target
+from rlexplain.explainer import BASELINES, Explainer, Explanation, Target, parse_target
 from rlexplain.objects import ObjectExtractor, category_colour, extractor_for
 from rlexplain.video import BackgroundVideo, VideoWriter
 
@@ -35,7 +38,11 @@ class RecordOptions:
     """How to record (everything but the agent and the env).
 
     :ivar episodes: full games to play. :ivar max_steps: cap on agent steps per game.
-    :ivar seed: seeds the env (game ``k`` uses ``seed + k``) and the agent's own randomness.
+    :ivar seed: seeds the env (game ``k`` uses ``seed + k``) and the agent's own randomness (game ``k``'s
+        generator is seeded with ``seed + k`` too).
+    :ivar n_envs: games played side by side, explained in one batched call per step; game ``k``
+        starts when a slot frees up. Each game's rows, maps and video are those of recording it alone
+        (up to float32 rounding of the batched arithmetic, ~1e-7 relative).
     :ivar composite: the explanation method (:data:`rlexplain.explainer.METHODS`).
     :ivar action: the explained target (:func:`rlexplain.explainer.parse_target`): ``chosen``,
         ``all``, ``contrastive``, or an action index / name.
@@ -47,6 +54,8 @@ class RecordOptions:
     :ivar show_frames: show the stacked input frames, each with its own relevance.
     :ivar boxes: outline the RAM-derived object boxes in the video.
     :ivar progress: show a progress bar.
+    :ivar device: where explanations run (``cpu``, ``cuda``, ``cuda:N``, ``auto``); the env, statistics
+        and video stay on the CPU. :ivar tf32: allow TF32 on CUDA (off: float32 as on the CPU).
     :ivar threads: torch threads while recording (1: batch-1 inference gains nothing from more,
         and the video encoder runs on the other core); None leaves torch's setting alone.
     """
@@ -54,6 +63,7 @@ class RecordOptions:
     episodes: int = 1
     max_steps: int = envs.MAX_EPISODE_STEPS
     seed: int = 0
+    n_envs: int = 1
     composite: str = DEFAULT_METHOD
     action: str | int = "chosen"
     deterministic: bool = True
@@ -64,6 +74,8 @@ class RecordOptions:
     show_frames: bool = False
     boxes: bool = False
     progress: bool = True
+    device: str = "cpu"
+    tf32: bool = False
     threads: int | None = 1
 
     def check(self) -> None:
@@ -71,9 +83,10 @@ class RecordOptions:
         if self.composite in BASELINES:
             raise RunError(f"--composite {self.composite} is an evaluation baseline, not an explanation; use it in "
                            f"`rlexplain evaluate`")
-        for name in ("episodes", "max_steps", "fps"):
+        for name in ("episodes", "max_steps", "fps", "n_envs"):
             if getattr(self, name) < 1:
                 raise RunError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        resolve_device(self.device)
         if self.seed < 0:
             raise RunError(f"--seed must be >= 0 (gymnasium seeds are non-negative), got {self.seed}")
 
@@ -133,7 +146,7 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
         raise RunError("record explains actions (chosen, all, contrastive, an index or a name), not the value")
     if target.mode == "all" and options.show_frames:
         raise RunError("--frames shows the stacked frames of one map; with --action all there is one map per action")
-    explainer = Explainer(agent, options.composite)
+    explainer = Explainer(agent, options.composite, device=options.device)
     default_dir = runs.default_run_dir(env_id, agent.name, options.composite, target.label(agent.action_names))
     run_dir = runs.prepare_run_dir(Path(out) if out else default_dir, force, keep=[agent.path])
     recorder = _Recorder(run_dir, agent, explainer, env_id, extractor_for(env_id), target, options, command)
@@ -141,10 +154,9 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     if options.threads:
         torch.set_num_threads(options.threads)
     try:
-        with runs.signals_interrupt():
+        with runs.signals_interrupt(), devices.precision(options.tf32):
             recorder.start()
-            for episode in range(options.episodes):
-                recorder.play(episode)
+            recorder.play()
     except BaseException as exc:
         with runs.signals_deferred():
             recorder.finish(exc)
@@ -155,6 +167,24 @@ def record(env: str | None = None, agent: str | Agent | None = None, options: Re
     return RecordResult(run_dir, recorder.summary)
 
 
+@dataclass
+class _Game:
+    """One episode being played in a slot: its env, writers, random generator and running totals."""
+
+    episode: int
+    env: Any
+    record: dict
+    rng: np.random.Generator
+    colour: render.ColourScale
+    obs: np.ndarray | None = None
+    video: BackgroundVideo | None = None
+    maps: runs.MapWriter | None = None
+    history: list[np.ndarray] = field(default_factory=list)  # RAM of the last frame_stack steps (object masks)
+    score: float = 0.0
+    step: int = 0
+    lives_start: int = 0
+
+
 class _Recorder:
     """The recording loop and its writers (one instance per run)."""
 
@@ -163,7 +193,6 @@ class _Recorder:
                  command: Sequence[str] | None = None) -> None:
         self.run_dir, self.agent, self.explainer, self.env_id = run_dir, agent, explainer, env_id
         self.objects, self.target, self.options = objects, target, options
-        self.colour = render.ColourScale()
         self.means = stats.RunningMeans(["relevance_", "frame_share_", "share_", "density_", "entropy", "com_"])
         self.steps = 0
         self.episodes: list[dict] = []
@@ -179,17 +208,21 @@ class _Recorder:
             "colour_scale": {"kind": "per frame: the 99.5th percentile of |R| (summed over the stacked frames) of "
                                      "each step reaches full colour; the scale is printed on the video's colour bar "
                                      "and stored in steps.csv (colour_scale)",
-                             "decay": self.colour.decay, "quantile": self.colour.quantile},
+                             "decay": render.ColourScale.decay, "quantile": render.ColourScale.quantile},
             "value_columns": "Q-values" if agent.output_kind == "q_values" else "action probabilities",
             "objects": objects.describe() if objects else None,
             "notes": _method_notes(method),
             "method_choice": DEFAULT_METHOD_REASON if options.composite == DEFAULT_METHOD else
             "chosen by the user (--composite)",
             "seed": options.seed, "episodes_requested": options.episodes, "max_steps": options.max_steps,
+            "n_envs": options.n_envs, "device": devices.describe(explainer.device, options.tf32),
             "options": asdict(options), "episodes": [],
         })
         self._csv_file = None
         self._csv = None
+        self._layout = self._make_layout()
+        # one thread compresses and writes the map chunks of every game while the games go on
+        self._map_pool = ThreadPoolExecutor(1, thread_name_prefix="rlexplain-maps")
 
     def start(self) -> None:
         runs.write_summary(self.run_dir, self.summary, reserve=True)
@@ -198,90 +231,132 @@ class _Recorder:
         self._csv.writeheader()
         self._csv_file.flush()
 
-    def play(self, episode: int) -> None:
+    def play(self) -> None:
+        """Play every episode, ``n_envs`` at a time, explaining each step of all running games in one call."""
         from tqdm.auto import tqdm
 
-        agent, options = self.agent, self.options
-        seed = options.seed + episode
-        env = agent.make_env(self.env_id, max_episode_steps=options.max_steps)
-        agent.seed(seed)
-        obs, _ = env.reset(seed=seed)
-        ale = env.unwrapped.ale
-        layout = self._layout()
-        size = agent.input_shape[-1]  # object masks on the agent's own input (84, or an rl-zoo screen_size)
-        video = (BackgroundVideo(VideoWriter(runs.video_path(self.run_dir, episode), options.fps, options.gif))
-                 if options.video else None)
-        maps = runs.MapWriter(runs.maps_dir(self.run_dir, episode)) if options.maps else None
-        history: list[np.ndarray] = []  # RAM of the last frame_stack steps, for per-frame object masks
-        score, step, lives_start = 0.0, 0, ale.lives()
-        record = {"episode": episode, "seed": seed, "return": 0.0, "length": 0, "status": "running"}
-        steps_path = self.run_dir / runs.STEPS
-        rows_written = 0
-        self.episodes.append(record)
-        bar = tqdm(desc=f"episode {episode + 1}/{options.episodes}", unit="step", total=options.max_steps,
-                   disable=not options.progress, leave=False, dynamic_ncols=True,
-                   bar_format="{desc}: {n_fmt} steps (cap {total_fmt}) [{elapsed}, {rate_fmt}]")
+        options = self.options
+        upcoming = iter(range(options.episodes))
+        games: list[_Game] = []
+        bar = tqdm(desc=f"0/{options.episodes} episodes done", unit="step", disable=not options.progress,
+                   leave=False, dynamic_ncols=True, bar_format="{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}]")
         try:
-            while True:
-                explanation = self.explainer.step(obs, options.deterministic, self.target)
-                a = int(explanation.actions[0])
-                relevance = explanation.relevance  # one observation: no batch axis
-                chosen_map = relevance[a] if self.target.mode == "all" else relevance
-                frame = ale.getScreenRGB()
-                ram = ale.getRAM().copy()
-                lives = ale.lives()
-                history = (history + [ram])[-agent.frame_stack:]
-                masks = self.objects.masks(history, agent.frame_stack, size) if self.objects else None
-                next_obs, reward, terminated, truncated, _ = env.step(a)
-                score += float(reward)
-                values = agent.values(explanation.outputs[0])
-                scale = self.colour.update(chosen_map.sum(-1))  # the video shows the map summed over frames
-                row = {"episode": episode, "step": step, "action": a, "action_name": agent.action_names[a],
-                       "reward": float(reward), "score": score, "lives": lives, "colour_scale": scale}
-                row.update({f"value_{n}": float(v) for n, v in zip(agent.action_names, values)})
-                row.update(stats.step_statistics(chosen_map, masks))
-                with runs.atomic_step():  # row, maps and frame of a step: all or none
-                    with runs.naming(steps_path):
-                        self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
-                        self._csv_file.flush()
-                    rows_written += 1
-                    self.means.update(row)
-                    self.steps += 1
-                    if maps is not None:
-                        maps.add(step, relevance=relevance, obs=obs, frames=frame,
-                                 ram=ram, colour_scale=np.float32(scale))
-                    if video is not None:
-                        densities = {k[len("density_"):]: v for k, v in row.items() if k.startswith("density_")}
-                        video.submit(self._frame, layout, frame, obs, relevance, chosen_map, scale, values, a,
-                                     {"step": step, "score": f"{score:g}", "lives": lives,
-                                      "action": agent.action_names[a]}, list(history), densities)
-                    step += 1
-                    record.update({"return": score, "length": step})
-                bar.update(1)
-                obs = next_obs
-                if terminated or truncated:
-                    record["end"] = "game over" if terminated else f"capped at {options.max_steps} steps"
-                    break
-            record["status"] = "complete"
-        finally:
+            for episode in itertools.islice(upcoming, options.n_envs):
+                games.append(self._open(episode))
+            while games:
+                explanation = self.explainer.step(np.stack([g.obs for g in games]), options.deterministic,
+                                                  self.target, rngs=[g.rng for g in games])
+                running = []
+                for i, game in enumerate(games):
+                    if self._advance(game, explanation, i):
+                        running.append(game)
+                        continue
+                    game.record["status"] = "complete"
+                    self._close(game)
+                    following = next(upcoming, None)
+                    if following is not None:
+                        running.append(self._open(following))
+                bar.update(len(games))
+                games = running
+                bar.set_description_str(self._progress(games), refresh=False)
+        except BaseException:
             with runs.signals_deferred():
                 bar.close()
-                record["lives_lost"] = int(lives_start - ale.lives())
-                record["rows"] = rows_written
-                try:
-                    if maps is not None:
-                        maps.flush()
-                finally:
-                    record["map_steps"] = maps.written if maps is not None else 0
-                    if video is not None:
-                        try:
-                            video.close()
-                        finally:
-                            record["video"] = video.path.name
-                            record["video_frames"] = video.frames
-                    env.close()
+                for game in games:
+                    try:
+                        self._close(game)
+                    except Exception as exc:  # noqa: BLE001 -- the first error is raised; every game is closed
+                        game.record["close_error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        bar.close()
 
-    def _layout(self) -> render.FrameLayout:
+    def _progress(self, games: list[_Game]) -> str:
+        done = sum(e["status"] != "running" for e in self.episodes)
+        playing = ", ".join(str(g.episode + 1) for g in games)
+        return f"{done}/{self.options.episodes} episodes done" + (f", playing {playing}" if playing else "")
+
+    def _open(self, episode: int) -> _Game:
+        """Start episode ``episode`` (env seeded with ``seed + episode``) with its own video and map writers."""
+        agent, options = self.agent, self.options
+        seed = options.seed + episode
+        record = {"episode": episode, "seed": seed, "return": 0.0, "length": 0, "status": "running",
+                  "rows": 0, "map_steps": 0}
+        self.episodes.append(record)
+        env = agent.make_env(self.env_id, max_episode_steps=options.max_steps)
+        game = _Game(episode, env, record, rng=np.random.default_rng(seed), colour=render.ColourScale())
+        game.obs, _ = env.reset(seed=seed)
+        game.lives_start = env.unwrapped.ale.lives()
+        if options.video:
+            game.video = BackgroundVideo(VideoWriter(runs.video_path(self.run_dir, episode), options.fps, options.gif))
+        if options.maps:
+            game.maps = runs.MapWriter(runs.maps_dir(self.run_dir, episode), self._map_pool)
+        return game
+
+    def _advance(self, game: _Game, explanation: Explanation, i: int) -> bool:
+        """Act, explain and write one step of ``game`` from row ``i`` of the batch; False when the game has ended."""
+        agent, options, record = self.agent, self.options, game.record
+        a = int(explanation.actions[i])
+        relevance = explanation.relevance[i]
+        chosen_map = relevance[a] if self.target.mode == "all" else relevance
+        ale = game.env.unwrapped.ale
+        frame = ale.getScreenRGB()
+        ram = ale.getRAM().copy()
+        lives = ale.lives()
+        game.history = (game.history + [ram])[-agent.frame_stack:]
+        size = agent.input_shape[-1]  # object masks on the agent's own input (84, or an rl-zoo screen_size)
+        masks = self.objects.masks(game.history, agent.frame_stack, size) if self.objects else None
+        obs = game.obs
+        next_obs, reward, terminated, truncated, _ = game.env.step(a)
+        game.score += float(reward)
+        step = game.step
+        values = agent.values(explanation.outputs[i])
+        scale = game.colour.update(chosen_map.sum(-1))  # the video shows the map summed over frames
+        row = {"episode": game.episode, "step": step, "action": a, "action_name": agent.action_names[a],
+               "reward": float(reward), "score": game.score, "lives": lives, "colour_scale": scale}
+        row.update({f"value_{n}": float(v) for n, v in zip(agent.action_names, values)})
+        row.update(stats.step_statistics(chosen_map, masks))
+        with runs.atomic_step():  # row, maps and frame of a step: all or none
+            with runs.naming(self.run_dir / runs.STEPS):
+                self._csv.writerow({k: _csv_value(v) for k, v in row.items()})
+                self._csv_file.flush()
+            record["rows"] += 1
+            self.means.update(row)
+            self.steps += 1
+            if game.maps is not None:
+                game.maps.add(step, relevance=relevance, obs=obs, frames=frame, ram=ram,
+                              colour_scale=np.float32(scale))
+            if game.video is not None:
+                densities = {k[len("density_"):]: v for k, v in row.items() if k.startswith("density_")}
+                game.video.submit(self._frame, self._layout, frame, obs, relevance, chosen_map, scale, values, a,
+                                  {"step": step, "score": f"{game.score:g}", "lives": lives,
+                                   "action": agent.action_names[a]}, list(game.history), densities)
+            game.step += 1
+            record.update({"return": game.score, "length": game.step})
+        game.obs = next_obs
+        if terminated or truncated:
+            record["end"] = "game over" if terminated else f"capped at {options.max_steps} steps"
+            return False
+        return True
+
+    def _close(self, game: _Game) -> None:
+        """Write out and close one game's maps, video and env, and note their counts (also after an error)."""
+        record = game.record
+        record["lives_lost"] = int(game.lives_start - game.env.unwrapped.ale.lives())
+        try:
+            if game.maps is not None:
+                game.maps.close()
+        finally:
+            record["map_steps"] = game.maps.written if game.maps is not None else 0
+            try:
+                if game.video is not None:
+                    game.video.close()
+            finally:
+                if game.video is not None:
+                    record["video"] = game.video.path.name
+                    record["video_frames"] = game.video.frames
+                game.env.close()
+
+    def _make_layout(self) -> render.FrameLayout:
         agent = self.agent
         if self.target.mode == "all":
             strip, labels = agent.n_actions, agent.action_names
@@ -322,7 +397,9 @@ class _Recorder:
                 self._csv_file.close()
             except OSError:
                 pass  # a full disk: the rows flushed before are on disk
+        self._map_pool.shutdown(wait=True)
         self.summary.update(runs.ending(error))
+        self.episodes.sort(key=lambda e: e["episode"])
         for episode in self.episodes:
             if episode["status"] == "running":
                 episode["status"] = self.summary["status"]

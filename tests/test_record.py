@@ -199,3 +199,32 @@ def test_several_episodes_get_their_own_video_maps_and_rows(tmp_path, agent):
     assert len(video_frames(run / "episode_1.mp4")) == 7 and load_maps(run, 1)["relevance"].shape[0] == 7
     summary = json.loads((run / "summary.json").read_text())
     assert [e["seed"] for e in summary["episodes"]] == [0, 1]
+
+
+@pytest.mark.parametrize("agent_name", ["breakout-dqn", "pong-ppo@500k"])
+def test_games_side_by_side_equal_each_game_recorded_alone(tmp_path, agent_name):
+    """--n-envs: 3 stochastic games in 2 slots (the third starts when a slot frees up) give each game
+    the rows, maps and video of recording it alone with its seed (up to float32 rounding of the batch)."""
+    agent = load_agent(agent_name)
+    caps = dict(max_steps=40, deterministic=False, progress=False)
+    together = record(None, agent, episodes=3, n_envs=2, seed=5, out=tmp_path / "together", **caps).run_dir
+    summary = json.loads((together / "summary.json").read_text())
+    assert summary["status"] == "complete" and [e["episode"] for e in summary["episodes"]] == [0, 1, 2]
+    table = rows(together)
+    for k in range(3):
+        alone = record(None, agent, episodes=1, seed=5 + k, out=tmp_path / f"alone{k}", **caps).run_dir
+        mine = [r for r in table if int(r["episode"]) == k]
+        theirs = rows(alone)
+        assert len(mine) == len(theirs) == 40
+        for a, b in zip(mine, theirs):
+            for column in a:
+                if column in ("episode",):
+                    continue
+                if column in ("step", "action", "action_name", "reward", "score", "lives"):
+                    assert a[column] == b[column], column
+                elif a[column] or b[column]:
+                    assert float(a[column]) == pytest.approx(float(b[column]), rel=1e-3, abs=1e-6), column
+        m1, m2 = load_maps(together, k), load_maps(alone, 0)
+        assert np.array_equal(m1["obs"], m2["obs"]) and np.array_equal(m1["frames"], m2["frames"])
+        np.testing.assert_allclose(m1["relevance"], m2["relevance"], atol=np.abs(m2["relevance"]).max() / 50)
+        assert len(video_frames(together / f"episode_{k}.mp4")) == len(video_frames(alone / "episode_0.mp4")) == 40

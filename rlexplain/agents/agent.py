@@ -7,6 +7,7 @@ does that step explicitly, so the network's input is exactly what the first laye
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,21 +125,31 @@ class Agent:
         """What the value columns show: Q-values as they are (DQN), action probabilities (PPO/A2C)."""
         return np.asarray(outputs, dtype=np.float64) if self.output_kind == "q_values" else softmax(outputs)
 
-    def choose(self, outputs: Tensor | np.ndarray, deterministic: bool = True) -> np.ndarray:
+    def choose(self, outputs: Tensor | np.ndarray, deterministic: bool = True,
+               rngs: Sequence[np.random.Generator] | None = None) -> np.ndarray:
         """Actions from action outputs (N, n_actions): greedy, or the agent's stochastic policy.
 
         Stochastic: DQN/QR-DQN act epsilon-greedily with :data:`DQN_EPSILON`; PPO/A2C sample
-        their categorical policy.
+        their categorical policy, drawing from the agent's generator (:meth:`seed`), or from
+        ``rngs``, one generator per row: games played side by side then draw exactly what each
+        would draw alone.
         """
         out = torch.as_tensor(outputs, dtype=torch.float64)
         greedy = out.argmax(-1).numpy()
         if deterministic:
             return greedy
+        if rngs is not None:
+            if len(rngs) != len(out):
+                raise ValueError(f"{len(rngs)} generators for {len(out)} rows")
+            return np.concatenate([self._sample(out[i:i + 1], greedy[i:i + 1], rng) for i, rng in enumerate(rngs)])
+        return self._sample(out, greedy, self._rng)
+
+    def _sample(self, out: Tensor, greedy: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.output_kind == "q_values":
-            explore = self._rng.random(len(greedy)) < DQN_EPSILON
-            return np.where(explore, self._rng.integers(self.n_actions, size=len(greedy)), greedy)
+            explore = rng.random(len(greedy)) < DQN_EPSILON
+            return np.where(explore, rng.integers(self.n_actions, size=len(greedy)), greedy)
         probs = softmax(out)
-        u = self._rng.random((len(probs), 1))
+        u = rng.random((len(probs), 1))
         return np.minimum((probs.cumsum(-1) < u).sum(-1), self.n_actions - 1)
 
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray | int:
