@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlexplain import envs, runs, stats
+from rlexplain import devices, envs, runs, stats
 from rlexplain.agents import Agent, bundled_agents_dir, checkpoint_series, default_agent_for, hub, load_agent
 from rlexplain.agents.checkpoints import steps_from_name
 from rlexplain.catalog import DEFAULT_METHOD
+from rlexplain.devices import resolve_device
 from rlexplain.errors import CompareError
 from rlexplain.explainer import BASELINES, Explainer
 from rlexplain.files import write_json_atomically
@@ -121,7 +122,7 @@ def resolve_checkpoints(specs: Sequence[str | Path] | None, env_id: str | None) 
 def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = None, *, out: str | Path | None = None,
             states: str | Path | None = None, n_states: int = 200, games: int = 2, max_steps: int = 10_000,
             seed: int = 0, composite: str = DEFAULT_METHOD, reference: str | Path | None = None,
-            force: bool = False, progress: bool = True) -> CompareResult:
+            force: bool = False, progress: bool = True, device: str = "cpu", tf32: bool = False) -> CompareResult:
     """Explain several checkpoints on the same states and compare where they attend.
 
     :param env: the game (default: the checkpoints' own).
@@ -132,11 +133,13 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
     :param games: full games per checkpoint for its return (stochastic policy: DQN epsilon 0.01).
     :param max_steps: agent steps per game at most.
     :param reference: the checkpoint whose play collects the states (default: the last).
+    :param device: where the maps are computed (``cpu``, ``cuda``, ``auto``). :param tf32: allow TF32 on CUDA.
     """
 
     if composite in BASELINES:
         raise CompareError(f"--composite {composite} is an evaluation baseline, not an explanation; use it in "
                            f"`rlexplain evaluate`")
+    device = resolve_device(device)
     env_id = envs.resolve_env_id(env) if env else None
     specs = resolve_checkpoints(checkpoints, env_id)
     loaded = sorted(((load_agent(s, env=env_id), s) for s in specs),
@@ -152,17 +155,17 @@ def compare(env: str | None = None, checkpoints: Sequence[str | Path] | None = N
         agents[-1].preprocess(state_data["obs"][:1])  # states of another frame stack or size: a one-line error
     out = runs.prepare_run_dir(Path(out) if out else Path("runs") / f"compare-{envs.game_name(env_id)}-"
                                f"{_dt.datetime.now():%Y%m%d-%H%M%S}", force, keep=[states, *paths])
-    with runs.tracked(out, runs.new_summary("compare", env_id=env_id)) as summary:
+    with runs.tracked(out, runs.new_summary("compare", env_id=env_id)) as summary, devices.precision(tf32):
         rows, similarity, meta, state_data, maps = _compare(
             out, env_id, agents, paths, steps, state_data, reference, n_states, games, max_steps, seed, composite,
-            states, progress)
-        summary.update(meta)
+            states, progress, device)
+        summary.update(meta, device=devices.describe(device, tf32))
     return CompareResult(out, rows, similarity, meta, state_data, maps)
 
 
 def _compare(out: Path, env_id: str, agents: list[Agent], paths: list, steps: list[int], state_data: dict | None,
              reference, n_states: int, games: int, max_steps: int, seed: int, composite: str, states,
-             progress: bool) -> tuple:
+             progress: bool, device=None) -> tuple:
     """The comparison itself, once the output folder is ready (see :func:`compare`)."""
     from tqdm.auto import tqdm
 
@@ -182,7 +185,7 @@ def _compare(out: Path, env_id: str, agents: list[Agent], paths: list, steps: li
     torch.set_num_threads(1)
     try:
         for path, agent, n in tqdm(list(zip(paths, agents, steps)), desc="checkpoints", disable=not progress):
-            explainer = Explainer(agent, composite)
+            explainer = Explainer(agent, composite, device=device)
             relevance = np.concatenate([explainer.explain(state_data["obs"][i: i + 64]).relevance
                                         for i in range(0, len(state_data["obs"]), 64)])
             maps.append(relevance)

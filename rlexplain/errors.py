@@ -41,6 +41,14 @@ class RunError(RLExplainError, ValueError):
     """Bad recording options, or a run folder that cannot be written or read."""
 
 
+class DeviceError(RLExplainError, ValueError):
+    """A device that does not exist here (``--device cuda`` without a GPU), or a name that is not a device."""
+
+
+class SweepError(RLExplainError, ValueError):
+    """A sweep that cannot start: a bad sweep file or option, an agent of another game, an unreachable Ray cluster."""
+
+
 class CompareError(RLExplainError, ValueError):
     """Bad comparison input: checkpoints, states files, games."""
 

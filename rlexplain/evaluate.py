@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rlexplain import envs, runs, stats
+from rlexplain import devices, envs, runs, stats
 from rlexplain.agents import Agent, load_agent
+from rlexplain.devices import resolve_device
 from rlexplain.errors import MethodError, RunError
 from rlexplain.explainer import METHODS, make_method, target_weights
 from rlexplain.lrp.composites import COMPOSITES
@@ -71,6 +72,8 @@ class EvaluateOptions:
     :ivar seed: seeds play, tie-breaking, noise and the randomised weights.
     :ivar n_sanity: states used in the randomisation check.
     :ivar max_steps: agent steps per game while collecting states.
+    :ivar device: where maps and perturbed outputs are computed (``cpu``, ``cuda``, ``auto``).
+    :ivar tf32: allow TF32 on CUDA (:mod:`rlexplain.devices`).
     """
 
     methods: Sequence[str] = DEFAULT_METHODS
@@ -82,10 +85,13 @@ class EvaluateOptions:
     seed: int = 0
     n_sanity: int = 16
     max_steps: int = envs.MAX_EPISODE_STEPS
+    device: str = "cpu"
+    tf32: bool = False
     progress: bool = True
 
     def check(self, input_hw: tuple[int, int]) -> None:
         """Raise a one-line error naming the first bad option (before anything is computed)."""
+        resolve_device(self.device)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise MethodError(f"unknown method {unknown[0] if unknown else '(none)'!r}: expected some of "
@@ -142,7 +148,7 @@ def replacement(x: Tensor, kind: str, blur_sigma: float, generator: torch.Genera
         return gaussian_blur(x, blur_sigma)
     if kind == "mean":
         return x.mean((-2, -1), keepdim=True).expand_as(x)
-    return torch.rand(x.shape, generator=generator, dtype=x.dtype)
+    return torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # the same noise on every device
 
 
 @torch.no_grad()
@@ -153,17 +159,17 @@ def perturbation_outputs(network: nn.Module, x: Tensor, fill: Tensor, order: np.
     n, c, h, w = x.shape
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(order.shape[1])[None].repeat(n, 0), axis=1)
-    rank = torch.as_tensor(rank).view(n, h // region, w // region)
+    rank = torch.as_tensor(rank, device=x.device).view(n, h // region, w // region)
     rank = rank.repeat_interleave(region, 1).repeat_interleave(region, 2)  # (N, H, W): each pixel's region rank
-    k = torch.arange(steps + 1)
+    k = torch.arange(steps + 1, device=x.device)
     outputs = []
     pairs = [(i, j) for i in range(n) for j in range(steps + 1)]
     for start in range(0, len(pairs), CHUNK):
-        idx = torch.as_tensor(pairs[start: start + CHUNK])
+        idx = torch.as_tensor(pairs[start: start + CHUNK], device=x.device)
         masks = (rank[idx[:, 0]] < k[idx[:, 1]].view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
         batch = torch.where(masks, fill[idx[:, 0]], x[idx[:, 0]])
         outputs.append(network(batch.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(outputs).view(n, steps + 1, -1)
+    return torch.cat(outputs).view(n, steps + 1, -1).cpu()
 
 
 def randomised(network: nn.Module, layers: str, seed: int) -> nn.Module:
@@ -178,14 +184,14 @@ def randomised(network: nn.Module, layers: str, seed: int) -> nn.Module:
 
 
 def method_maps(network: nn.Module, method: str, x: Tensor, actions: np.ndarray, batch: int = 64) -> Tensor:
-    """The method's maps (N, C, H, W) of the given actions' outputs."""
+    """The method's maps (N, C, H, W) of the given actions' outputs, on the CPU (computed where ``network`` is)."""
     explainer = make_method(network, method, dtype=torch.float32)
     parts = []
     for start in range(0, len(x), batch):
         xb = x[start: start + batch]
         trace = explainer.forward(xb)
         weights = target_weights("action", actions[start: start + batch], trace.outputs.shape[-1])
-        parts.append(explainer.relevance(trace, weights).detach().float())
+        parts.append(explainer.relevance(trace, weights).detach().float().cpu())
     return torch.cat(parts)
 
 
@@ -219,7 +225,8 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
                                keep=[states, agent.path])
     summary = runs.new_summary(
         "evaluate", command, env_id=env_id, game=envs.game_name(env_id), agent=agent.describe(),
-        options=asdict(options), states=str(states) if states else "collected", sanity_threshold=SANITY_THRESHOLD,
+        options=asdict(options), device=devices.describe(resolve_device(options.device), options.tf32),
+        states=str(states) if states else "collected", sanity_threshold=SANITY_THRESHOLD,
         measured_output="Q-value of the greedy action" if agent.output_kind == "q_values" else
         "logit of the greedy action")
     result = EvaluateResult(out, summary=summary)
@@ -231,25 +238,30 @@ def evaluate(agent: str | Agent, env: str | None = None, options: EvaluateOption
         save_states(out / "states.npz", state_data, env_id=env_id, seed=options.seed,
                     reference=str(state_data.get("reference", agent.name)), policy=str(state_data.get("policy",
                                                                                                      "greedy")))
-        _run(agent, state_data, options, result, tqdm)
+        with devices.precision(options.tf32):
+            _run(agent, state_data, options, result, tqdm)
         summary.update(n_states=int(len(state_data["obs"])), rows=result.rows)
     return result
 
 
 def _run(agent: Agent, state_data: dict, options: EvaluateOptions, result: EvaluateResult, tqdm) -> None:
+    device = resolve_device(options.device)
     network = copy.deepcopy(agent.network).eval()
     for p in network.parameters():
         p.requires_grad_(False)
-    x = agent.preprocess(state_data["obs"])
+    sanity_idx = np.unique(np.round(np.linspace(0, len(state_data["obs"]) - 1,
+                                                min(options.n_sanity, len(state_data["obs"])))).astype(int))
+    # randomised on the CPU, so the same seed gives the same weights on every device
+    randomised_nets = {which: randomised(network, which, options.seed).to(device) for which in ("top", "all")} \
+        if len(sanity_idx) else {}
+    network = network.to(device)
+    x = agent.preprocess(state_data["obs"]).to(device)
     n = len(x)
     with torch.no_grad():
         base = network(x)
-    actions = base.argmax(-1).numpy()
+    actions = base.argmax(-1).cpu().numpy()
     generator = torch.Generator().manual_seed(options.seed)
     fill = replacement(x, options.replace, options.blur_sigma, generator)
-    sanity_idx = np.unique(np.round(np.linspace(0, n - 1, min(options.n_sanity, n))).astype(int))
-    randomised_nets = {which: randomised(network, which, options.seed) for which in ("top", "all")} \
-        if len(sanity_idx) else {}
     # the plain gradient's cost, measured in this run (after a warm-up call), is the unit of relative_time
     method_maps(network, "gradient", x[:2], actions[:2])
     started = time.perf_counter()

@@ -23,13 +23,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlexplain import envs, runs, stats
+from rlexplain import devices, envs, runs, stats
+from rlexplain.devices import resolve_device
 from rlexplain.errors import RunError
 from rlexplain.objects import ram_events
+
+if TYPE_CHECKING:
+    import torch
 
 #: Steps before and after an event in the event-aligned densities.
 EVENT_WINDOW = (-30, 10)
@@ -44,7 +48,9 @@ class StrategyOptions:
     """:ivar k: the number of strategies, or None for the eigengap's choice (among 2..``max_k``).
     :ivar size: side of the shrunk maps. :ivar neighbours: k of the kNN graph.
     :ivar highlights: important moments to select. :ivar context: steps shown before and after each.
-    :ivar seed: seeds k-means and t-SNE."""
+    :ivar seed: seeds k-means and t-SNE.
+    :ivar device: where the kNN graph's distances are computed (``cpu``, ``cuda``, ``auto``): all pairs of
+        maps, the part that grows fastest with the number of maps. :ivar tf32: allow TF32 there on CUDA."""
 
     k: int | None = None
     max_k: int = 10
@@ -53,6 +59,8 @@ class StrategyOptions:
     highlights: int = 5
     context: int = 10
     seed: int = 0
+    device: str = "cpu"
+    tf32: bool = False
 
 
 @dataclass
@@ -102,18 +110,39 @@ def eigengap(eigenvalues: np.ndarray, max_k: int = 10) -> int:
     return best
 
 
+def knn_graph(x: np.ndarray, m: int, device: str | torch.device | None = None, chunk: int = 2048):
+    """The distances to each row's ``m`` nearest other rows, as a sparse (N, N) matrix (row i: its
+    neighbours, nearest first), computed exactly in float32 in blocks of ``chunk`` rows on ``device``."""
+    import torch
+    from scipy.sparse import csr_matrix
+
+    n = len(x)
+    points = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=resolve_device(device))
+    squared = (points * points).sum(1)
+    indices, distances = [], []
+    for start in range(0, n, chunk):
+        block = points[start: start + chunk]
+        d2 = (squared[start: start + chunk, None] + squared[None] - 2 * block @ points.T).clamp_min_(0)
+        d2[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")  # not its own neighbour
+        values, idx = torch.topk(d2, m, dim=1, largest=False, sorted=True)
+        indices.append(idx.cpu())
+        distances.append(values.sqrt().cpu())
+    data = torch.cat(distances).double().numpy().ravel()
+    return csr_matrix((data, torch.cat(indices).numpy().ravel(), np.arange(0, n * m + 1, m)), shape=(n, n))
+
+
 def spectral_clusters(features: np.ndarray, k: int | None = None, max_k: int = 10, neighbours: int = 10,
-                      seed: int = 0, keys: np.ndarray | None = None) -> SpectralResult:
+                      seed: int = 0, keys: np.ndarray | None = None,
+                      device: str | torch.device | None = None) -> SpectralResult:
     """SpRAy on ``features`` (N, D): kNN affinity graph, normalised Laplacian eigenvalues, eigengap, k-means.
 
     The result does not depend on the order of the rows: they are put in a canonical order first
     (by ``keys``, (N, m) integers such as run, episode, step; else by their content), and clusters
-    are numbered by decreasing size.
+    are numbered by decreasing size. ``device``: where the kNN distances are computed (:func:`knn_graph`).
     """
     from scipy.sparse import csgraph
     from scipy.sparse.linalg import lobpcg
     from sklearn.cluster import KMeans
-    from sklearn.neighbors import kneighbors_graph
 
     n = len(features)
     if n < 3:
@@ -121,7 +150,7 @@ def spectral_clusters(features: np.ndarray, k: int | None = None, max_k: int = 1
     order = np.lexsort(keys.T[::-1]) if keys is not None else np.lexsort(np.round(features, 6).T[::-1])
     x = features[order]
     m = min(neighbours, n - 1)
-    distances = kneighbors_graph(x, m, mode="distance", include_self=False)
+    distances = knn_graph(x, m, device)
     sigma = float(np.median(distances.data)) or 1.0
     affinity = distances.copy()
     affinity.data = np.exp(-(affinity.data / sigma) ** 2)
@@ -333,6 +362,7 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
     :returns: the result, also written as ``clusters.csv`` and ``strategies.json`` into ``out``.
     """
     options = options or StrategyOptions(**option_values)
+    resolve_device(options.device)
     if not run_dirs:
         raise RunError("give at least one run folder (recorded with `rlexplain record`)")
     loaded = _load_runs(run_dirs)
@@ -353,8 +383,9 @@ def strategies(run_dirs: Sequence[str | Path], options: StrategyOptions | None =
 def _analyse(out: Path, loaded: list[dict], features: np.ndarray, index: StepIndex, rams: dict,
              options: StrategyOptions, env_id: str | None) -> StrategiesResult:
     """SpRAy and everything around the clusters, once the output folder is ready (see :func:`strategies`)."""
-    spectral = spectral_clusters(features, options.k, options.max_k, options.neighbours, options.seed,
-                                 keys=index.keys())
+    with devices.precision(options.tf32):
+        spectral = spectral_clusters(features, options.k, options.max_k, options.neighbours, options.seed,
+                                     keys=index.keys(), device=options.device)
     xy, how = two_d(spectral.embedding, options.seed)
     kind = next((r["summary"].get("value_columns") for r in loaded), "Q-values")
     value_kind = "q_values" if str(kind).startswith("Q") else "probabilities"

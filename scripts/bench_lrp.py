@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rlexplain.agents import build_networks  # noqa: E402
+from rlexplain.devices import precision, resolve_device  # noqa: E402
 from rlexplain.explainer import make_method  # noqa: E402
 from rlexplain.lrp import COMPOSITES  # noqa: E402
 from rlexplain.lrp.zennit_reference import import_zennit  # noqa: E402
@@ -98,9 +99,12 @@ def load_zennit():
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+    args.device = str(resolve_device(args.device))
+    with precision(args.tf32):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     network = nature_cnn(args.device)
     zc, ZennitGradient = (None, None) if args.no_zennit else load_zennit()
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{args.threads} thread(s)"

@@ -42,13 +42,17 @@ class LRP:
     :param composite: a composite name, a :class:`Composite`, or a ``{path or type: rule}`` mapping.
     :param rules: a user mapping that overrides the composite for the layers it names.
     :param dtype: the working precision (``torch.float64`` for reference checks); None keeps the network's.
+    :param device: where the copy lives and runs (``cuda``; see :func:`rlexplain.devices.resolve_device`);
+        None keeps the network's. Inputs and output weights are moved there; results stay there.
     :param composite_kwargs: parameters of a named composite (``epsilon``, ``gamma``, ``low``, ...).
     """
 
     def __init__(self, network: nn.Module, composite: str | Composite | UserMapping = "epsilon_plus_flat",
-                 rules: UserMapping | None = None, dtype: torch.dtype | None = None, **composite_kwargs) -> None:
-        self.network = snapshot(Chain.of(network), dtype)
+                 rules: UserMapping | None = None, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, **composite_kwargs) -> None:
+        self.network = snapshot(Chain.of(network), dtype, device)
         self.dtype = dtype or dtype_of(self.network)
+        self.device = device_of(self.network)
         composite = get_composite(composite, **composite_kwargs)
         self.composite = composite.with_rules(rules) if rules else composite
         layers = self.network.named_layers()
@@ -58,7 +62,7 @@ class LRP:
     @torch.no_grad()
     def forward(self, x: Tensor) -> Trace:
         """Run the network, keeping each layer's input and output."""
-        x = x.to(self.dtype)
+        x = x.to(device=self.device, dtype=self.dtype)
         inputs, results = [], []
         for layer in self.network.layers:
             inputs.append(x)
@@ -77,7 +81,7 @@ class LRP:
         """
         n = trace.outputs.shape[0]
         k = weights.shape[1] if weights.ndim == 3 else None
-        weights = weights.to(trace.outputs.dtype)
+        weights = weights.to(device=trace.outputs.device, dtype=trace.outputs.dtype)
         r = weights * (trace.outputs if k is None else trace.outputs[:, None])
         if k is not None:
             r = r.reshape(n * k, -1)
@@ -107,16 +111,21 @@ def dtype_of(network: nn.Module) -> torch.dtype:
     return next((p.dtype for p in network.parameters()), torch.float32)
 
 
-def snapshot(network: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """A frozen copy of ``network`` in eval mode (and ``dtype``, if given): what an explanation method explains.
+def device_of(network: nn.Module) -> torch.device:
+    return next((p.device for p in network.parameters()), torch.device("cpu"))
+
+
+def snapshot(network: nn.Module, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> nn.Module:
+    """A frozen copy of ``network`` in eval mode (on ``device`` and in ``dtype``, if given): what an explanation
+    method explains.
 
     The copy shares nothing with the original, so explaining never changes the caller's model
     (its ``requires_grad`` flags, its mode) and the caller's later changes never leak into a
     method's cached modified weights.
     """
     copied = copy.deepcopy(network).eval()
-    if dtype is not None:
-        copied = copied.to(dtype)
+    if dtype is not None or device is not None:
+        copied = copied.to(device=device, dtype=dtype)
     for p in copied.parameters():
         p.requires_grad_(False)
     return copied

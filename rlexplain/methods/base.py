@@ -9,21 +9,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rlexplain.lrp.engine import Trace, dtype_of, snapshot
+from rlexplain.lrp.engine import Trace, device_of, dtype_of, snapshot
 
 
 class OutputMethod:
-    """Base class: explains ``network`` as it is now (a frozen copy in ``dtype``; None keeps the network's)."""
+    """Base class: explains ``network`` as it is now (a frozen copy in ``dtype`` on ``device``; None keeps the
+    network's). Inputs and output weights are moved to the copy's device; results stay there."""
 
     name = "method"
 
-    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None) -> None:
-        self.network = snapshot(network, dtype)
+    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
+        self.network = snapshot(network, dtype, device)
         self.dtype = dtype or dtype_of(self.network)
+        self.device = device_of(self.network)
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Trace:
-        x = x.to(self.dtype)
+        x = x.to(device=self.device, dtype=self.dtype)
         return Trace(self.network(x), [x], [])
 
     def relevance(self, trace: Trace, weights: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ class _GradientMethod(OutputMethod):
     def relevance(self, trace: Trace, weights: Tensor) -> Tensor:
         """Maps (N, *input) for weights (N, n_out), or (N, K, *input) for (N, K, n_out)."""
         x = trace.inputs[0]
-        weights = weights.to(x.dtype)
+        weights = weights.to(device=x.device, dtype=x.dtype)
         if weights.ndim == 2:
             return self.map(x, weights).detach()
         return torch.stack([self.map(x, weights[:, k]) for k in range(weights.shape[1])], 1).detach()
@@ -55,8 +55,9 @@ class Gradient(_GradientMethod):
     :param dtype: the working precision; None keeps the network's.
     """
 
-    def __init__(self, network: nn.Module, times_input: bool = False, dtype: torch.dtype | None = None) -> None:
-        super().__init__(network, dtype)
+    def __init__(self, network: nn.Module, times_input: bool = False, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__(network, dtype, device)
         self.times_input = times_input
         self.name = "gradient_x_input" if times_input else "gradient"
 
@@ -76,14 +77,15 @@ class IntegratedGradients(_GradientMethod):
 
     name = "integrated_gradients"
 
-    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None, steps: int = 32) -> None:
-        super().__init__(network, dtype)
+    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, steps: int = 32) -> None:
+        super().__init__(network, dtype, device)
         if steps < 1:
             raise MethodError(f"integrated_gradients needs steps >= 1, got {steps}")
         self.steps = steps
 
     def map(self, x: Tensor, weights: Tensor) -> Tensor:
-        alphas = (torch.arange(self.steps, dtype=x.dtype) + 0.5) / self.steps
+        alphas = (torch.arange(self.steps, dtype=x.dtype, device=x.device) + 0.5) / self.steps
         path = (alphas.view(-1, 1, 1, 1, 1) * x[None]).reshape(-1, *x.shape[1:])  # (steps * N, ...)
         grads = input_gradient(self.network, path, weights.repeat(self.steps, 1))
         return x * grads.view(self.steps, *x.shape).mean(0)
@@ -102,16 +104,18 @@ class SmoothGrad(_GradientMethod):
 
     name = "smoothgrad"
 
-    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None, samples: int = 32, sigma: float = 0.15,
+    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, samples: int = 32, sigma: float = 0.15,
                  seed: int = 0) -> None:
-        super().__init__(network, dtype)
+        super().__init__(network, dtype, device)
         if samples < 1 or sigma < 0:
             raise MethodError(f"smoothgrad needs samples >= 1 and sigma >= 0, got {samples}, {sigma}")
         self.samples, self.sigma, self.seed = samples, sigma, seed
 
     def map(self, x: Tensor, weights: Tensor) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((self.samples, *x.shape), generator=g, dtype=x.dtype) * self.sigma
+        # drawn on the CPU, so the same seed gives the same noise on every device
+        noise = torch.randn((self.samples, *x.shape), generator=g, dtype=x.dtype).to(x.device) * self.sigma
         noisy = (x[None] + noise).reshape(-1, *x.shape[1:])
         grads = input_gradient(self.network, noisy, weights.repeat(self.samples, 1))
         return grads.view(self.samples, *x.shape).mean(0)

@@ -26,17 +26,17 @@ from rlexplain.methods.base import OutputMethod
 CHUNK = 1024
 
 
-def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> Tensor:
     """A normalised 1-D Gaussian of standard deviation ``sigma`` over +- 3 sigma."""
     radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=dtype)
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     return k / k.sum()
 
 
 def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     """Each channel of (N, C, H, W) blurred with a separable Gaussian, borders reflected."""
-    k = gaussian_kernel(sigma, x.dtype)
+    k = gaussian_kernel(sigma, x.dtype, x.device)
     r = len(k) // 2
     c = x.shape[1]
     y = F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate")
@@ -45,12 +45,13 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def gaussian_masks(height: int, width: int, stride: int, sigma: float, dtype: torch.dtype) -> Tensor:
+def gaussian_masks(height: int, width: int, stride: int, sigma: float, dtype: torch.dtype,
+                   device: torch.device | None = None) -> Tensor:
     """(P, H, W): one Gaussian bump (peak 1) per grid position, positions ``stride`` apart from (0, 0)."""
-    rows = torch.arange(0, height, stride, dtype=dtype)
-    cols = torch.arange(0, width, stride, dtype=dtype)
-    yy = torch.arange(height, dtype=dtype).view(1, -1, 1)
-    xx = torch.arange(width, dtype=dtype).view(1, 1, -1)
+    rows = torch.arange(0, height, stride, dtype=dtype, device=device)
+    cols = torch.arange(0, width, stride, dtype=dtype, device=device)
+    yy = torch.arange(height, dtype=dtype, device=device).view(1, -1, 1)
+    xx = torch.arange(width, dtype=dtype, device=device).view(1, 1, -1)
     centres = torch.cartesian_prod(rows, cols)
     return torch.exp(-((yy - centres[:, 0, None, None]) ** 2 + (xx - centres[:, 1, None, None]) ** 2) / (2 * sigma ** 2))
 
@@ -66,11 +67,12 @@ class Occlusion(OutputMethod):
 
     name = "occlusion"
 
-    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None, stride: int = 5, sigma: float = 5.0,
+    def __init__(self, network: nn.Module, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None, stride: int = 5, sigma: float = 5.0,
                  blur: float = 3.0) -> None:
         if stride < 1 or sigma <= 0 or blur <= 0:
             raise MethodError(f"occlusion needs stride >= 1, sigma > 0 and blur > 0, got {stride}, {sigma}, {blur}")
-        super().__init__(network, dtype)
+        super().__init__(network, dtype, device)
         self.stride, self.sigma, self.blur = stride, sigma, blur
 
     @torch.no_grad()
@@ -78,7 +80,7 @@ class Occlusion(OutputMethod):
         """Maps (N, *input) for weights (N, n_out), or (N, K, *input) for (N, K, n_out)."""
         x, outputs = trace.inputs[0], trace.outputs
         n, c, h, w = x.shape
-        masks = gaussian_masks(h, w, self.stride, self.sigma, x.dtype)  # (P, H, W)
+        masks = gaussian_masks(h, w, self.stride, self.sigma, x.dtype, x.device)  # (P, H, W)
         blurred = gaussian_blur(x, self.blur)
         drops = []  # per input: (P, n_out) output drops
         for i in range(n):
@@ -86,7 +88,7 @@ class Occlusion(OutputMethod):
             out = torch.cat([self.network(perturbed[s: s + CHUNK]) for s in range(0, len(perturbed), CHUNK)])
             drops.append(outputs[i][None] - out)
         drops = torch.stack(drops)  # (N, P, n_out)
-        weights = weights.to(x.dtype)
+        weights = weights.to(device=x.device, dtype=x.dtype)
         saliency = torch.einsum("npo,no->np", drops, weights) if weights.ndim == 2 else \
             torch.einsum("npo,nko->nkp", drops, weights)
         pixel = torch.einsum("...p,phw->...hw", saliency, masks) / masks.sum(0)
