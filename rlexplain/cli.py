@@ -3,6 +3,9 @@
     rlexplain record --env Breakout [--agent breakout-dqn@100k] [--max-steps 500] ...
     rlexplain stats RUN_DIR
     rlexplain compare --env Breakout [CKPT ...] [--out DIR]
+    rlexplain evaluate --agent breakout-dqn
+    rlexplain strategies RUN_DIR ...
+    rlexplain sweep SWEEP.yaml | --agents PATH ... --jobs record,evaluate --out DIR
     rlexplain agents
     rlexplain games
 """
@@ -25,7 +28,8 @@ def _record(args: argparse.Namespace) -> int:
     options = RecordOptions(episodes=args.episodes, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
                             action=args.action, deterministic=args.deterministic, fps=args.fps, gif=args.gif,
                             show_frames=args.frames, boxes=args.boxes, video=not args.no_video,
-                            maps=not args.no_maps, progress=not args.quiet)
+                            maps=not args.no_maps, progress=not args.quiet, n_envs=args.n_envs,
+                            device=args.device, tf32=args.tf32)
     result = record(args.env, args.agent, options, out=args.out, force=args.force,
                     command=["rlexplain", *sys.argv[1:]])
     if not args.no_plots:
@@ -67,7 +71,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     result = compare(args.env, args.checkpoints or None, out=args.out, states=args.states, n_states=args.n_states,
                      games=args.games, max_steps=args.max_steps, seed=args.seed, composite=args.composite,
-                     reference=args.reference, force=args.force, progress=not args.quiet)
+                     reference=args.reference, force=args.force, progress=not args.quiet, device=args.device,
+                     tf32=args.tf32)
     page = compare_report.write(result, video=not args.no_video)
     print(result.table())
     print(f"report: {page}")
@@ -80,7 +85,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else list(DEFAULT_METHODS)
     options = EvaluateOptions(methods=methods, n_states=args.n_states, region=args.region, steps=args.steps,
-                              replace=args.replace, seed=args.seed, n_sanity=args.n_sanity, progress=not args.quiet)
+                              replace=args.replace, seed=args.seed, n_sanity=args.n_sanity, progress=not args.quiet,
+                              device=args.device, tf32=args.tf32)
     result = evaluate(args.agent, args.env, options, states=args.states, out=args.out, force=args.force,
                       command=["rlexplain", *sys.argv[1:]])
     evaluate_report.write(result)
@@ -94,7 +100,8 @@ def _strategies(args: argparse.Namespace) -> int:
     from rlexplain.strategies import StrategyOptions, strategies
 
     k = None if args.k == "auto" else int(args.k)
-    result = strategies(args.run_dirs, StrategyOptions(k=k, seed=args.seed), out=args.out, force=args.force,
+    result = strategies(args.run_dirs, StrategyOptions(k=k, seed=args.seed, device=args.device, tf32=args.tf32),
+                        out=args.out, force=args.force,
                         command=["rlexplain", *sys.argv[1:]])
     page = strategies_report.write(result, videos=not args.no_video)
     for c in result.clusters:
@@ -104,6 +111,34 @@ def _strategies(args: argparse.Namespace) -> int:
         print(f"ViRelAy project: {strategies_report.export_virelay(result)}")
     print(f"report: {page}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from rlexplain.errors import SweepError
+    from rlexplain.sweep import SweepSpec, job_options, sweep
+
+    given = {"agents": args.agents, "games": args.games, "seeds": args.seeds, "out": args.out, "device": args.device,
+             "cpus_per_job": args.cpus_per_job, "gpus_per_job": args.gpus_per_job,
+             "methods": [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None,
+             "jobs": [j.strip() for j in args.jobs.split(",") if j.strip()] if args.jobs else None,
+             "tf32": True if args.tf32 else None}
+    if args.file:
+        spec = SweepSpec.from_yaml(args.file, **given)
+    else:
+        if not args.agents:
+            raise SweepError("give a sweep file (rlexplain sweep SWEEP.yaml) or --agents PATH ...")
+        spec = SweepSpec.from_mapping({k: v for k, v in given.items() if v is not None}, source="the command line")
+    if args.max_steps is not None:
+        for kind, options in spec.jobs.items():
+            if "max_steps" in job_options(kind):
+                options["max_steps"] = args.max_steps
+        spec.check()
+    backend = "ray" if args.ray else "serial" if args.serial else "auto"
+    result = sweep(spec, backend=backend, address=args.address, ray_cpus=args.ray_cpus, progress=not args.quiet)
+    print(result.table())
+    print(f"sweep.csv: {result.out / 'sweep.csv'}")
+    print(f"report: {result.out / 'report.html'}")
+    return 1 if result.failed else 0
 
 
 def _view(args: argparse.Namespace) -> int:
@@ -158,6 +193,12 @@ def _games(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="where explanations run: cpu (default), cuda, cuda:N, or auto "
+                                                        "(a GPU where torch sees one)")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default: float32 as on the CPU)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlexplain", description="LRP for trained Atari RL agents (SB3, rl-zoo).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-steps", type=int, default=27_000, help="agent steps per game at most (default 27000: "
                                                                    "30 minutes of play)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--n-envs", type=int, default=1, help="games played side by side, explained in one batch per "
+                                                         "step (default 1); each game as if recorded alone")
     r.add_argument("--composite", default=DEFAULT_METHOD, choices=METHODS)
     r.add_argument("--action", default="chosen", help="chosen | all | contrastive | <action index or name>")
     g = r.add_mutually_exclusive_group()
@@ -187,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default runs/<Game>-<agent>-<method>-<target>-<time>/)")
     r.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_options(r)
     r.set_defaults(func=_record)
 
     s = sub.add_parser("stats", help="plots and summary table of a recorded run, from its files")
@@ -210,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true")
     c.add_argument("--no-video", action="store_true", help="no states.mp4")
     c.add_argument("--quiet", action="store_true")
+    _device_options(c)
     c.set_defaults(func=_compare)
 
     e = sub.add_parser("evaluate", help="score explanation methods on an agent: region perturbation, randomisation check")
@@ -227,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder (default runs/<Game>-evaluate-<agent>-<time>/)")
     e.add_argument("--force", action="store_true")
     e.add_argument("--quiet", action="store_true")
+    _device_options(e)
     e.set_defaults(func=_evaluate)
 
     st = sub.add_parser("strategies", help="discover recurring strategies in recorded runs' maps (SpRAy)")
@@ -237,7 +283,33 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--no-video", action="store_true", help="no strategy or highlight videos")
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--force", action="store_true")
+    _device_options(st)
     st.set_defaults(func=_strategies)
+
+    sw = sub.add_parser("sweep", help="many agents x games x seeds x methods: record/evaluate/compare/strategies jobs "
+                                      "on Ray (or serially), resumable, gathered in sweep.csv and report.html")
+    sw.add_argument("file", nargs="?", help="a sweep YAML file (agents, games, seeds, methods, jobs, out, ...); the "
+                                            "options below override its values")
+    sw.add_argument("--agents", nargs="+", help="SB3 zips, checkpoint folders (all their checkpoints), rl-zoo runs, "
+                                                "hf:ORG/REPO or bundled names")
+    sw.add_argument("--games", nargs="+", help="games to play (default: each agent's own)")
+    sw.add_argument("--seeds", nargs="+", type=int, help="seeds (default 0)")
+    sw.add_argument("--methods", help=f"comma-separated explanation methods (default {DEFAULT_METHOD})")
+    sw.add_argument("--jobs", help="comma-separated: record, evaluate, compare, strategies (default record)")
+    sw.add_argument("--max-steps", type=int, help="agent steps per game at most, for every job that plays")
+    backend = sw.add_mutually_exclusive_group()
+    backend.add_argument("--ray", action="store_true", help="run the jobs as Ray tasks (default when Ray is installed)")
+    backend.add_argument("--serial", action="store_true", help="run the jobs one after the other in this process")
+    sw.add_argument("--address", help="an existing Ray cluster (HOST:PORT, ray://HOST:PORT or auto); default: start "
+                                      "a local one")
+    sw.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    sw.add_argument("--cpus-per-job", type=int, help="CPUs each job reserves and uses (default 1)")
+    sw.add_argument("--gpus-per-job", type=float, help="GPUs each job reserves (default 1 with --device cuda, else 0)")
+    sw.add_argument("--out", help="the sweep's folder (a sweep resumes in it)")
+    sw.add_argument("--device", default=None, help="where explanations run: cpu (default), cuda, cuda:N or auto")
+    sw.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA")
+    sw.add_argument("--quiet", action="store_true")
+    sw.set_defaults(func=_sweep)
 
     v = sub.add_parser("view", help="write view.html: explore a recorded run in the browser")
     v.add_argument("run_dir")
