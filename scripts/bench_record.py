@@ -3,15 +3,17 @@
 Measures agent steps per second of:
   * the bare env loop (SB3 Atari preprocessing, random actions, no agent);
   * the agent acting alone (one forward pass per step);
-  * ``record`` with the default layout and statistics (video, steps.csv, maps), and without video.
+  * ``record`` with the default layout and statistics (video, steps.csv, maps), and without video,
+    for ``--n-envs`` 1, 4 and 8 (that many games side by side, explained in one batch per step);
 and the size of the default run folder per 1,000 agent steps (goal: <= 10 MB).
 
-    python scripts/bench_record.py --steps 1000 [--agent breakout-dqn] [--env Breakout]
+    python scripts/bench_record.py --steps 500 [--n-envs 1 4 8] [--agent breakout-dqn] [--env Breakout]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -45,30 +47,38 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="Breakout")
     p.add_argument("--agent", default="breakout-dqn")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=500, help="agent steps per game (each of n-envs games)")
+    p.add_argument("--n-envs", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--composite", default=DEFAULT_METHOD)
     args = p.parse_args()
     torch.set_num_threads(1)
     agent = load_agent(args.agent, env=args.env)
     bare = env_loop(args.env, args.steps)
     acting = env_loop(args.env, args.steps, lambda o: agent.act(o))
-    results = {"bare env loop": bare, "agent acting (no LRP)": acting}
+    rates: dict[tuple[int, bool], float] = {}
     size = None
     with tempfile.TemporaryDirectory() as tmp:
-        for label, video in (("record, default (video+csv+maps)", True), ("record, no video", False)):
-            out = Path(tmp) / label.replace(" ", "_")
-            t0 = time.perf_counter()
-            result = record(args.env, agent, max_steps=args.steps, seed=0, composite=args.composite, out=out,
-                            video=video, progress=False)
-            steps = result.summary["steps"]
-            results[label] = steps / (time.perf_counter() - t0)
-            if video:
-                size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / steps * 1000 / 1e6
-            if steps < args.steps:
-                print(f"# note: the game ended after {steps} steps")
-    print(f"# {args.agent} on {args.env}, {args.steps} steps, composite {args.composite}, torch {torch.__version__}")
-    for label, rate in results.items():
-        print(f"{label:36s} {rate:8.1f} steps/s   {rate / bare:5.3f} x bare env")
+        for n in args.n_envs:
+            for video in (True, False):
+                out = Path(tmp) / f"n{n}-{video}"
+                t0 = time.perf_counter()
+                result = record(args.env, agent, max_steps=args.steps, episodes=n, n_envs=n, seed=0,
+                                composite=args.composite, out=out, video=video, progress=False)
+                steps = result.summary["steps"]
+                rates[n, video] = steps / (time.perf_counter() - t0)
+                if video and size is None:
+                    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / steps * 1000 / 1e6
+                if steps < n * args.steps:
+                    print(f"# note: n-envs {n}: some games ended early ({steps} steps in all)")
+    print(f"# {args.agent} on {args.env}, {args.steps} steps per game, composite {args.composite}, "
+          f"torch {torch.__version__}, 1 torch thread, {os.cpu_count()} cores")
+    print(f"{'bare env loop':36s} {bare:8.1f} steps/s")
+    print(f"{'agent acting (no LRP)':36s} {acting:8.1f} steps/s")
+    first = args.n_envs[0]
+    for video, label in ((True, "record, default (video+csv+maps)"), (False, "record, no video")):
+        for n in args.n_envs:
+            rate = rates[n, video]
+            print(f"{label + f', n-envs {n}':36s} {rate:8.1f} steps/s   {rate / rates[first, video]:5.2f} x n-envs {first}")
     print(f"run folder (video, steps.csv, maps, summary): {size:.1f} MB per 1000 agent steps")
 
 

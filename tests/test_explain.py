@@ -111,3 +111,38 @@ def _dqn():
 
     return DQN("CnnPolicy", fake_atari_env(4), buffer_size=50, learning_starts=10, batch_size=4, train_freq=1,
                device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
+
+
+def test_device_option_and_tf32_switch(tmp_path):
+    import torch
+
+    from rlexplain import devices
+    from rlexplain.errors import DeviceError
+
+    assert devices.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert devices.resolve_device(None) is None and devices.resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="expected cpu, cuda, cuda:N or auto"):
+        devices.resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="torch sees no CUDA GPU"):
+            devices.resolve_device("cuda:0")
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with devices.precision(tf32=True):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    with devices.precision(tf32=False):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+@pytest.mark.parametrize("method", ["epsilon_gamma_box", "smoothgrad", "occlusion", "integrated_gradients"])
+def test_explaining_on_an_explicit_device_gives_the_same_maps(method):
+    """The device path (inputs, weights and seeded noise moved to the method's device) on the CPU, where CI runs."""
+    import torch
+
+    agent = load_agent("breakout-dqn")
+    obs = np.random.default_rng(0).integers(0, 255, (3, 84, 84, 4), dtype=np.uint8)
+    params = {"samples": 4} if method == "smoothgrad" else {"steps": 4} if method == "integrated_gradients" else {}
+    here = Explainer(agent, method, **params).explain(obs)
+    there = Explainer(agent, method, device="cpu", **params)
+    assert there.method.device == torch.device("cpu")
+    np.testing.assert_array_equal(there.explain(obs).relevance, here.relevance)

@@ -228,3 +228,11 @@ def test_games_side_by_side_equal_each_game_recorded_alone(tmp_path, agent_name)
         assert np.array_equal(m1["obs"], m2["obs"]) and np.array_equal(m1["frames"], m2["frames"])
         np.testing.assert_allclose(m1["relevance"], m2["relevance"], atol=np.abs(m2["relevance"]).max() / 50)
         assert len(video_frames(together / f"episode_{k}.mp4")) == len(video_frames(alone / "episode_0.mp4")) == 40
+
+
+def test_bad_n_envs_and_device_are_refused_before_anything_is_written(tmp_path, capsys):
+    assert cli.main(["record", "--env", "Breakout", "--n-envs", "0", "--out", str(tmp_path / "a")]) == 2
+    assert "--n-envs must be at least 1" in capsys.readouterr().err
+    assert cli.main(["record", "--env", "Breakout", "--device", "tpu", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

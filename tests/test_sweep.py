@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from rlexplain import cli
 from rlexplain.errors import SweepError
 from rlexplain.sweep import SweepSpec, plan, sweep
-from conftest import require
 
 BREAKOUT = Path(__file__).resolve().parents[1] / "agents" / "breakout-dqn"
 TWO = [str(BREAKOUT / "rl_model_200000_steps.zip"), str(BREAKOUT / "rl_model_1000000_steps.zip")]
@@ -56,7 +56,7 @@ def test_plan_is_the_cross_product_with_stable_hashes(tmp_path):
     assert kinds.count("record") == 2 * 2 * 2 and kinds.count("evaluate") == 2 * 2
     assert kinds.count("compare") == 2 * 2 and kinds.count("strategies") == 2
     assert {j.method for j in jobs if j.kind == "evaluate"} == {"epsilon_gamma_box,gradient"}
-    strategies = [j for j in jobs if j.kind == "strategies" and j.method == "gradient"][0]
+    strategies = next(j for j in jobs if j.kind == "strategies" and j.method == "gradient")
     assert len(strategies.needs) == 4  # 2 agents x 2 seeds recorded with that method
     assert len({j.key for j in jobs}) == len(jobs)
     again = plan(spec(tmp_path / "b", jobs=["record", "evaluate", "compare", "strategies"],
