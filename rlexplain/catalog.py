@@ -8,6 +8,8 @@ COMPOSITE_NAMES = ("epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1", 
                    "epsilon_gamma_box")
 OTHER_METHOD_NAMES = ("gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "occlusion", "random")
 METHOD_NAMES = COMPOSITE_NAMES + OTHER_METHOD_NAMES
+#: Methods that are baselines for evaluation, not explanations (refused by record, compare, strategies).
+BASELINES = ("random",)
 #: The default method, chosen from evidence (``scripts/evaluate_bundled.py``; the README's "Which map to believe").
 DEFAULT_METHOD = "epsilon_gamma_box"
 DEFAULT_METHOD_REASON = (

@@ -132,8 +132,7 @@ OTHER_METHODS: dict[str, Callable[..., Method]] = {
 }
 #: Every method name accepted wherever a composite name is (``record --composite``, ``compare``, ...).
 METHODS: tuple[str, ...] = tuple(COMPOSITES) + tuple(OTHER_METHODS)
-#: Methods that are baselines for evaluation, not explanations (refused by ``record`` and ``compare``).
-BASELINES = ("random",)
+BASELINES = catalog.BASELINES
 if METHODS != catalog.METHOD_NAMES:  # the command line's list must name exactly the registered methods
     raise ImportError(f"rlexplain.catalog.METHOD_NAMES {catalog.METHOD_NAMES} != registered methods {METHODS}")
 

@@ -123,7 +123,8 @@ def knn_graph(x: np.ndarray, m: int, device: str | torch.device | None = None, c
     for start in range(0, n, chunk):
         block = points[start: start + chunk]
         d2 = (squared[start: start + chunk, None] + squared[None] - 2 * block @ points.T).clamp_min_(0)
-        d2[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")  # not its own neighbour
+        rows = torch.arange(len(block), device=points.device)
+        d2[rows, rows + start] = float("inf")  # not its own neighbour
         values, idx = torch.topk(d2, m, dim=1, largest=False, sorted=True)
         indices.append(idx.cpu())
         distances.append(values.sqrt().cpu())

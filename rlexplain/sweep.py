@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from rlexplain import envs, runs
-from rlexplain.catalog import DEFAULT_METHOD, METHOD_NAMES
+from rlexplain.catalog import BASELINES, DEFAULT_METHOD, METHOD_NAMES
 from rlexplain.devices import check_name, resolve_device
 from rlexplain.errors import RLExplainError, SweepError
 from rlexplain.files import write_atomically, write_json_atomically
@@ -176,6 +176,11 @@ class SweepSpec:
         if unknown or not self.methods:
             raise SweepError(f"unknown method {unknown[0] if unknown else '(none)'!r} in {source}: expected "
                              f"{', '.join(METHOD_NAMES)}")
+        baselines = [m for m in self.methods if m in BASELINES]
+        explaining = [k for k in self.jobs if k != "evaluate"]
+        if baselines and explaining:
+            raise SweepError(f"method {baselines[0]} is an evaluation baseline: {explaining[0]} jobs refuse it; keep it "
+                             f"for evaluate-only sweeps")
         if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
             raise SweepError(f"seeds in {source} must be non-negative integers, got {self.seeds}")
         if not self.out:
@@ -270,7 +275,9 @@ def plan(spec: SweepSpec) -> list[Job]:
             if steps is None and agent.path is not None:
                 with contextlib.suppress(RLExplainError):
                     steps = checkpoint_steps(agent.path)
-            agents.setdefault(game, []).append((str(Path(agent.path).resolve()), agent.name, steps, agent.sha256))
+            series = agents.setdefault(game, [])
+            if all(sha != agent.sha256 for *_, sha in series):  # the same file named twice is one agent
+                series.append((str(Path(agent.path).resolve()), agent.name, steps, agent.sha256))
     for game in games:
         if game not in agents:
             raise SweepError(f"no agent of the sweep plays {envs.game_name(game)}: add one or remove the game")
@@ -594,7 +601,15 @@ class _RayRunner:
                 raise SweepError(f"cannot start Ray on {where} ({_one_line(exc)}); check --address, or run "
                                  f"with --serial") from exc
             self._started = True
-        self.name = f"ray, {int(ray.cluster_resources().get('CPU', 0))} CPUs"
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
+        self.name = f"ray, {int(cpus)} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
+        # a task asking for more than the cluster has would wait forever: refuse it now
+        if self.spec.cpus_per_job > cpus or self.spec.gpus > gpus:
+            self.__exit__()
+            need = f"{self.spec.cpus_per_job} CPUs" if self.spec.cpus_per_job > cpus else f"{self.spec.gpus:g} GPUs"
+            raise SweepError(f"each job reserves {need} but the Ray cluster has {int(cpus)} CPUs and {gpus:g} GPUs: "
+                             f"lower cpus_per_job / gpus_per_job, use --device cpu, or join a larger cluster")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -155,6 +155,7 @@ def closed_port() -> int:
     (["--agents", TWO[0], "--device", "cuda"] if not __import__("torch").cuda.is_available() else
      ["--agents", TWO[0], "--device", "tpu"], "device"),
     (["--agents", TWO[0], "--jobs", "strategies"], "strategies jobs need record jobs"),
+    (["--agents", TWO[0], "--methods", "random"], "random is an evaluation baseline"),
 ])
 def test_bad_sweeps_fail_in_one_line_before_any_job(tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -189,3 +190,16 @@ def test_without_ray_the_default_backend_is_serial(tmp_path, monkeypatch):
     with pytest.raises(SweepError, match="pip install 'rlexplain\\[ray\\]'"):
         sweep(spec(tmp_path / "r", agents=[TWO[0]], seeds=[0]), backend="ray", progress=False)
     assert os.environ.get("RAY_ADDRESS") is None
+
+
+def test_a_job_larger_than_the_cluster_is_refused(tmp_path, ray_cluster):
+    with pytest.raises(SweepError, match="each job reserves 3 CPUs but the Ray cluster has 2 CPUs"):
+        sweep(spec(tmp_path / "s", agents=[TWO[0]], seeds=[0], cpus_per_job=3), backend="ray", progress=False)
+    assert ray_cluster.is_initialized()  # the cluster the caller started is left running
+
+
+def test_one_file_named_twice_is_one_agent(tmp_path):
+    jobs = plan(spec(tmp_path / "s", agents=[TWO[1], "breakout-dqn", str(BREAKOUT)], seeds=[0],
+                     jobs=["record", "compare"]))
+    assert [j.kind for j in jobs].count("record") == 3  # 200k, 500k, 1M: the final checkpoint once
+    assert len([j for j in jobs if j.kind == "compare"][0].agents) == 3
