@@ -86,3 +86,22 @@ def test_compare_report_loads_every_image_and_links_rows_to_their_maps(browser, 
     assert page.evaluate("() => location.hash") == target
     assert page.locator(f"{target} img").evaluate("i => i.naturalWidth") > 0
     assert watch.errors == [] and watch.outside() == []
+
+
+def test_sweep_report_loads_every_figure_and_links_each_job_to_its_folder(browser, tmp_path):
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    agents = Path(__file__).resolve().parents[1] / "agents" / "breakout-dqn"
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--agents", str(agents / "rl_model_200000_steps.zip"),
+                     str(agents / "rl_model_1000000_steps.zip"), "--jobs", "record", "--max-steps", "25",
+                     "--serial", "--quiet", "--out", str(out)]) == 0
+    watch = PageWatch(browser, (out / "report.html").as_uri())
+    page = watch.page
+    page.wait_for_load_state("load")
+    assert page.evaluate("() => document.images.length") == 2  # attention and returns (no evaluate jobs)
+    assert page.evaluate("() => [...document.images].every(i => i.complete && i.naturalWidth > 300)")
+    links = page.evaluate("() => [...document.querySelectorAll('table a')].map(a => a.href)")
+    assert len(links) == 2 and all(Path(unquote(urlparse(link).path)).exists() for link in links)
+    assert watch.errors == [] and watch.outside() == []
