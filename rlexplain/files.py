@@ -32,6 +32,16 @@ def write_atomically(path: str | Path, payload: bytes) -> Path:
     return path
 
 
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` (and its parents) and prove that a file can be written there; raises OSError."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / ".write-test"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return folder
+
+
 def to_json(data: Any) -> str:
     """Strict JSON text (NaN -> null; numpy scalars and arrays, paths as plain values)."""
     return json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False) + "\n"

@@ -36,14 +36,14 @@ import numpy as np
 
 from rlexplain import envs
 from rlexplain.errors import RunError, RunInterrupted
-from rlexplain.files import to_json, write_atomically
+from rlexplain.files import ensure_writable_dir, to_json, write_atomically
 
 SUMMARY = "summary.json"
 STEPS = "steps.csv"
 MAPS = "maps"
 PLOTS = "plots"
-#: Steps of maps buffered in memory before a chunk is written: at most this many are lost if the
-#: process is killed (SIGKILL, power loss); every other ending writes the buffer out.
+#: Steps of maps buffered in memory before a chunk is written: if the process is killed (SIGKILL, power
+#: loss), the buffer and at most one chunk being written are lost; every other ending writes them out.
 CHUNK_STEPS = 16
 #: The key in every summary.json rlexplain writes, naming the command: how ``--force`` recognises
 #: a folder it may replace.
@@ -112,10 +112,7 @@ def prepare_run_dir(out: Path, force: bool, keep: Sequence[str | Path] = ()) -> 
             else:
                 item.unlink()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_dir(out)
     except OSError as exc:
         raise RunError(f"cannot write to output folder {out} ({exc.strerror}); choose a writable --out") from exc
     return out
@@ -360,8 +357,9 @@ class MapWriter:
 
     :param pool: an executor (one worker thread is enough) that compresses and writes the chunks
         while the caller goes on playing; zlib and bz2 release the GIL, so this runs on another
-        core. A write error is raised by the next :meth:`add` or by :meth:`close`. None: write in
-        the caller's thread.
+        core. One chunk at a time is in flight (the next waits for it), so a killed process loses
+        fewer than two chunks. A write error is raised by the next :meth:`add` or by :meth:`close`.
+        None: write in the caller's thread.
     """
 
     STORED = ("colour_scale", "step", "relevance_scale")
@@ -393,8 +391,10 @@ class MapWriter:
         path = self.folder / f"chunk_{self._first:06d}.npz"
         if self.pool is None:
             self._write(path, buffer)
-        else:
-            self._pending.append(self.pool.submit(self._write, path, buffer))
+            return
+        while self._pending:  # at most one chunk in flight: a killed process loses < 2 chunks
+            self._pending.pop(0).result()
+        self._pending.append(self.pool.submit(self._write, path, buffer))
 
     def close(self) -> None:
         """Flush and wait until every chunk is on disk; raise the first write error."""

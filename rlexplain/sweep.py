@@ -51,7 +51,7 @@ from rlexplain import envs, runs
 from rlexplain.catalog import BASELINES, DEFAULT_METHOD, METHOD_NAMES
 from rlexplain.devices import check_name, resolve_device
 from rlexplain.errors import RLExplainError, SweepError
-from rlexplain.files import write_atomically, write_json_atomically
+from rlexplain.files import ensure_writable_dir, write_atomically, write_json_atomically
 
 JOB_KINDS = ("record", "evaluate", "compare", "strategies")
 #: The first columns of ``sweep.csv``; the jobs' headline figures follow.
@@ -441,11 +441,13 @@ class SweepResult:
     def failed(self) -> list[dict]:
         return [r for r in self.rows if r["status"] == "failed"]
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs have each status."""
+        return status_counts(self.rows)
+
     def table(self) -> str:
         """Jobs and statuses as aligned text (failures with their errors)."""
-        counts: dict[str, int] = {}
-        for r in self.rows:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        counts = self.counts()
         lines = [f"{len(self.rows)} jobs ({self.backend}): " + ", ".join(f"{n} {s}" for s, n in counts.items())]
         for r in self.rows:
             if r["status"] == "failed":
@@ -531,20 +533,22 @@ def _prepare_out(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} exists and is not a folder; choose another --out")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_dir(out)
     except OSError as exc:
         raise SweepError(f"cannot write to the sweep folder {out} ({exc.strerror}); choose a writable --out") from exc
     return out
 
 
-def _counts(rows) -> str:
+def status_counts(rows) -> dict[str, int]:
+    """How many jobs have each status, in order of first appearance."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return ", ".join(f"{n} {s}" for s, n in counts.items() if s not in ("pending", "queued"))
+    return counts
+
+
+def _counts(rows) -> str:
+    return ", ".join(f"{n} {s}" for s, n in status_counts(rows).items() if s not in ("pending", "queued"))
 
 
 def _write_csv(out: Path, jobs: list[Job], rows: dict[str, dict]) -> None:

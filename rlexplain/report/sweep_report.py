@@ -35,10 +35,7 @@ def write(result: SweepResult) -> Path:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join("<tr class='{}'>".format(html.escape(r["status"].replace(" ", "-")))
                    + "".join(f"<td>{_cell(k, r)}</td>" for k in keys) + "</tr>" for r in result.rows)
-    counts = defaultdict(int)
-    for r in result.rows:
-        counts[r["status"]] += 1
-    status = ", ".join(f"{n} {html.escape(s)}" for s, n in counts.items())
+    status = ", ".join(f"{n} {html.escape(s)}" for s, n in result.counts().items())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>rlexplain sweep: {html.escape(out.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -71,15 +68,26 @@ def _cell(key: str, row: dict) -> str:
     return html.escape(str(value))
 
 
+def _x(row: dict) -> int | str:
+    """Where a job's figures go on the x axis: its agent's training steps, or its name when they are unknown."""
+    return row["timesteps"] if isinstance(row["timesteps"], (int, float)) else str(row["agent"])
+
+
 def _series(rows: list[dict], key: str) -> tuple[list, list[float], list[float]]:
-    """x (timesteps, or the agent's order when unknown), mean and std over seeds of ``key``."""
+    """x (:func:`_x`), mean and std over seeds of ``key``."""
     by_x: dict = defaultdict(list)
     for r in rows:
         value = r.get(key)
         if isinstance(value, (int, float)) and np.isfinite(value):
-            by_x[r["timesteps"] if r["timesteps"] != "" else r["agent"]].append(float(value))
+            by_x[_x(r)].append(float(value))
     xs = list(by_x)
     return xs, [float(np.mean(by_x[x])) for x in xs], [float(np.std(by_x[x])) for x in xs]
+
+
+def _save(fig: Figure, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / "figures" / name, dpi=90)
+    return name
 
 
 def _axis(ax, xs: list) -> None:
@@ -103,8 +111,7 @@ def _attention(out: Path, game: str, rows: list[dict]) -> str | None:
             name = key.split("_", 1)[1]
             xs, mean, std = _series(mine, key)
             colour = tuple(c / 255 for c in category_colour(name))
-            ax.errorbar([str(x) if not isinstance(x, (int, float)) else x for x in xs], mean, yerr=std, fmt="o-",
-                        capsize=3, label=name, color=colour)
+            ax.errorbar(xs, mean, yerr=std, fmt="o-", capsize=3, label=name, color=colour)
         if keys and keys[0].startswith("density_"):
             ax.set_yscale("log")
             ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
@@ -112,10 +119,7 @@ def _attention(out: Path, game: str, rows: list[dict]) -> str | None:
         ax.set(ylabel="mean density (log)" if keys and keys[0].startswith("density_") else "mean share",
                title=f"{game}: where the agent looks ({method})")
         ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    name = f"attention_{game}.png"
-    fig.savefig(out / "figures" / name, dpi=90)
-    return name
+    return _save(fig, out, f"attention_{game}.png")
 
 
 def _returns(out: Path, game: str, rows: list[dict]) -> str | None:
@@ -126,18 +130,13 @@ def _returns(out: Path, game: str, rows: list[dict]) -> str | None:
     ax = fig.subplots()
     for r in records:  # every run a dot, the mean over seeds a line
         if isinstance(r.get("return"), (int, float)):
-            x = r["timesteps"] if r["timesteps"] != "" else r["agent"]
-            ax.plot([x if isinstance(x, (int, float)) else str(x)], [r["return"]], ".", color="tab:green", alpha=0.5)
+            ax.plot([_x(r)], [r["return"]], ".", color="tab:green", alpha=0.5)
     xs, mean, _ = _series(records, "return")
-    ax.plot([x if isinstance(x, (int, float)) else str(x) for x in xs], mean, "o-", color="tab:green",
-            label="mean over seeds and methods")
+    ax.plot(xs, mean, "o-", color="tab:green", label="mean over seeds and methods")
     _axis(ax, xs)
     ax.set(ylabel="return of the recorded games", title=f"{game}: returns")
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    name = f"returns_{game}.png"
-    fig.savefig(out / "figures" / name, dpi=90)
-    return name
+    return _save(fig, out, f"returns_{game}.png")
 
 
 def _faithfulness(out: Path, game: str, rows: list[dict]) -> str | None:
@@ -152,14 +151,11 @@ def _faithfulness(out: Path, game: str, rows: list[dict]) -> str | None:
     for method, key in zip(methods, keys):
         xs, mean, std = _series(evaluations, key)
         failed = any(r.get(f"sanity_{method}") == "fail" for r in evaluations)
-        ax.errorbar([x if isinstance(x, (int, float)) else str(x) for x in xs], mean, yerr=std, marker="o", capsize=3,
+        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3,
                     color=colour[method], ls=":" if failed else "-",
                     label=method + (" (fails randomisation)" if failed else ""))
     ax.axhline(0, color="0.6", lw=0.8)
     _axis(ax, _series(evaluations, keys[0])[0])
     ax.set(ylabel="abc (MoRF - LeRF), higher = more faithful", title=f"{game}: faithfulness")
     ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    name = f"faithfulness_{game}.png"
-    fig.savefig(out / "figures" / name, dpi=90)
-    return name
+    return _save(fig, out, f"faithfulness_{game}.png")
