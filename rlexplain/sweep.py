@@ -267,10 +267,11 @@ def plan(spec: SweepSpec) -> list[Job]:
         if not targets:
             raise SweepError(f"agent {agent_spec} does not say which game it plays: list its game under games")
         for game in targets:
-            try:
-                agent.make_env(game, max_episode_steps=None).close()  # its observations and actions fit the game
-            except RLExplainError as exc:
-                raise SweepError(f"agent {agent_spec} does not fit {envs.game_name(game)}: {exc}") from exc
+            if game != own:  # (load_agent has checked it against its own game)
+                try:
+                    agent.make_env(game, max_episode_steps=None).close()  # its observations and actions fit
+                except RLExplainError as exc:
+                    raise SweepError(f"agent {agent_spec} does not fit {envs.game_name(game)}: {exc}") from exc
             steps = agent.timesteps
             if steps is None and agent.path is not None:
                 with contextlib.suppress(RLExplainError):
@@ -476,56 +477,61 @@ def sweep(spec: SweepSpec, *, backend: str = "auto", address: str | None = None,
             _check_reachable(address)
     if not address:
         resolve_device(spec.device)  # the jobs run on this machine: its device must exist here
-    jobs = plan(spec)
-    out = _prepare_out(Path(spec.out))
     runner = _RayRunner(spec, address, ray_cpus) if use_ray else _SerialRunner(spec)
-    rows = {j.key: j.row() for j in jobs}
-    todo = []
-    for job in jobs:
-        done = finished(job)
-        if done is not None:
-            rows[job.key].update(status="skipped", seconds=done.get("seconds", ""), **(done.get("headline") or {}))
-        else:
-            todo.append(job)
-    _write_csv(out, jobs, rows)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="job", disable=not progress,
-               dynamic_ncols=True)
-    try:
-        with runs.signals_interrupt(), runner:
-            for stage in (("record", "evaluate", "compare"), ("strategies",)):
-                batch = []
-                for job in (j for j in todo if j.kind in stage):
-                    missing = [k for k in job.needs if rows[k]["status"] not in ("complete", "skipped")]
-                    if missing:
-                        rows[job.key].update(status="not run", error=f"{len(missing)} record job(s) it reads failed")
-                        bar.update(1)
-                        continue
-                    rows[job.key]["status"] = "queued"
-                    inputs = [str(out / rows[k]["output"]) for k in job.needs]
-                    batch.append((job, inputs))
+    with runs.signals_interrupt(), runner:  # Ray starts, and its workers import rlexplain, while the agents load
+        jobs = plan(spec)
+        out = _prepare_out(Path(spec.out))
+        rows = {j.key: j.row() for j in jobs}
+        todo = []
+        for job in jobs:
+            done = finished(job)
+            if done is not None:
+                rows[job.key].update(status="skipped", seconds=done.get("seconds", ""),
+                                     **(done.get("headline") or {}))
+            else:
+                todo.append(job)
+        _write_csv(out, jobs, rows)
+        try:
+            _run_stages(runner, todo, jobs, rows, out, progress)
+        except BaseException:
+            for row in rows.values():
+                if row["status"] in ("pending", "queued"):
+                    row["status"] = "interrupted"
+            with runs.signals_deferred():
                 _write_csv(out, jobs, rows)
-                for job, outcome in runner.run(batch):
-                    rows[job.key].update(status=outcome["status"], seconds=round(outcome.get("seconds", 0), 2),
-                                         error=outcome.get("error", ""), **(outcome.get("headline") or {}))
-                    _write_csv(out, jobs, rows)
-                    bar.update(1)
-                    bar.set_postfix_str(_counts(rows.values()), refresh=False)
-    except BaseException:
-        for row in rows.values():
-            if row["status"] in ("pending", "queued"):
-                row["status"] = "interrupted"
-        with runs.signals_deferred():
-            _write_csv(out, jobs, rows)
-        raise
-    finally:
-        bar.close()
+            raise
     result = SweepResult(out, jobs, list(rows.values()), runner.name)
     from rlexplain.report import sweep_report
 
     sweep_report.write(result)
     return result
+
+
+def _run_stages(runner: _SerialRunner | _RayRunner, todo: list[Job], jobs: list[Job], rows: dict[str, dict],
+                out: Path, progress: bool) -> None:
+    """Run the unfinished jobs: record, evaluate and compare first, then strategies (which read the records),
+    updating the rows and ``sweep.csv`` as each job ends."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="sweep", unit="job", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for stage in (("record", "evaluate", "compare"), ("strategies",)):
+            batch = []
+            for job in (j for j in todo if j.kind in stage):
+                missing = [k for k in job.needs if rows[k]["status"] not in ("complete", "skipped")]
+                if missing:
+                    rows[job.key].update(status="not run", error=f"{len(missing)} record job(s) it reads failed")
+                    bar.update(1)
+                    continue
+                rows[job.key]["status"] = "queued"
+                batch.append((job, [str(out / rows[k]["output"]) for k in job.needs]))
+            _write_csv(out, jobs, rows)
+            for job, outcome in runner.run(batch):
+                rows[job.key].update(status=outcome["status"], seconds=round(outcome.get("seconds", 0), 2),
+                                     error=outcome.get("error", ""), **(outcome.get("headline") or {}))
+                _write_csv(out, jobs, rows)
+                bar.update(1)
+                bar.set_postfix_str(_counts(rows.values()), refresh=False)
 
 
 def _prepare_out(out: Path) -> Path:
@@ -591,6 +597,7 @@ class _RayRunner:
         self.spec, self.address, self.ray_cpus = spec, address, ray_cpus
         self._started = False
         self._pending: list = []
+        self._warming: list = []
 
     def __enter__(self) -> _RayRunner:
         import ray
@@ -614,6 +621,10 @@ class _RayRunner:
             need = f"{self.spec.cpus_per_job} CPUs" if self.spec.cpus_per_job > cpus else f"{self.spec.gpus:g} GPUs"
             raise SweepError(f"each job reserves {need} but the Ray cluster has {int(cpus)} CPUs and {gpus:g} GPUs: "
                              f"lower cpus_per_job / gpus_per_job, use --device cpu, or join a larger cluster")
+        # every worker imports the commands while the driver loads the agents (refs kept: none is cancelled)
+        slots = int(cpus // self.spec.cpus_per_job)
+        self._warming = [ray.remote(_warm_up).options(num_cpus=self.spec.cpus_per_job).remote()
+                         for _ in range(min(slots, 64))]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -641,6 +652,18 @@ class _RayRunner:
             except Exception as exc:  # noqa: BLE001 -- a task that died (worker crash, out of memory)
                 outcome = {"status": "failed", "error": f"Ray task died: {_one_line(exc)}"}
             yield job, outcome
+
+
+def _warm_up() -> None:
+    """A Ray worker's first task: import what every job needs (torch, SB3, the commands, matplotlib)."""
+    import rlexplain.compare
+    import rlexplain.evaluate
+    import rlexplain.record
+    import rlexplain.report.compare_report
+    import rlexplain.report.evaluate_report
+    import rlexplain.report.plots
+    import rlexplain.report.strategies_report
+    import rlexplain.strategies  # noqa: F401
 
 
 def _ray_installed() -> bool:
