@@ -1,6 +1,7 @@
 """The same small sweep serially and on a local Ray cluster, in one run (goal: Ray >= 1.6x faster on 2 cores).
 
     python scripts/bench_sweep.py                         # 2 Breakout checkpoints x 2 seeds, record + evaluate
+    python scripts/bench_sweep.py --jobs evaluate --n-states 64
     python scripts/bench_sweep.py --ray-cpus 8 --seeds 0 1 2 3
 
 Each run starts from an empty folder; the Ray time includes starting the local cluster and its
@@ -29,8 +30,8 @@ def main() -> None:
     p.add_argument("--agents", nargs="+", default=[str(AGENTS / "rl_model_200000_steps.zip"),
                                                     str(AGENTS / "rl_model_1000000_steps.zip")])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--max-steps", type=int, default=400)
-    p.add_argument("--n-states", type=int, default=64)
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--n-states", type=int, default=128)
     p.add_argument("--ray-cpus", type=int, default=os.cpu_count())
     p.add_argument("--jobs", default="record,evaluate", help="which jobs the sweep runs")
     p.add_argument("--no-video", action="store_true", help="record jobs without video")
