@@ -196,7 +196,8 @@ def _games(args: argparse.Namespace) -> int:
 def _device_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where explanations run: cpu (default), cuda, cuda:N, or auto "
                                                         "(a GPU where torch sees one)")
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (off by default: float32 as on the CPU)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="allow TF32 on CUDA (off by default: float32 as on the CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ A sweep is described by a YAML file or the same on the command line::
 The jobs are
 
 * ``record``     -- one per agent x seed x method (the fields of :class:`~rlexplain.record.RecordOptions`);
-* ``evaluate``   -- one per agent x seed, scoring all the sweep's methods (:class:`~rlexplain.evaluate.EvaluateOptions`);
+* ``evaluate``   -- one per agent x seed, scoring all the sweep's methods
+  (:class:`~rlexplain.evaluate.EvaluateOptions`);
 * ``compare``    -- one per game x seed x method, over all the game's agents in training order;
 * ``strategies`` -- one per game x method, over that game's record runs (it waits for them).
 
@@ -179,8 +180,8 @@ class SweepSpec:
         baselines = [m for m in self.methods if m in BASELINES]
         explaining = [k for k in self.jobs if k != "evaluate"]
         if baselines and explaining:
-            raise SweepError(f"method {baselines[0]} is an evaluation baseline: {explaining[0]} jobs refuse it; keep it "
-                             f"for evaluate-only sweeps")
+            raise SweepError(f"method {baselines[0]} is an evaluation baseline: {explaining[0]} jobs refuse it; "
+                             f"keep it for evaluate-only sweeps")
         if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
             raise SweepError(f"seeds in {source} must be non-negative integers, got {self.seeds}")
         if not self.out:

@@ -78,7 +78,8 @@ def main() -> None:
     for video, label in ((True, "record, default (video+csv+maps)"), (False, "record, no video")):
         for n in args.n_envs:
             rate = rates[n, video]
-            print(f"{label + f', n-envs {n}':36s} {rate:8.1f} steps/s   {rate / rates[first, video]:5.2f} x n-envs {first}")
+            ratio = rate / rates[first, video]
+            print(f"{label + f', n-envs {n}':36s} {rate:8.1f} steps/s   {ratio:5.2f} x n-envs {first}")
     print(f"run folder (video, steps.csv, maps, summary): {size:.1f} MB per 1000 agent steps")
 
 
