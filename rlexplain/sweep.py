@@ -216,11 +216,8 @@ class Job:
     output: str = ""                             # the same, absolute (what the job writes to)
     needs: list[str] = field(default_factory=list)  # keys of the record jobs a strategies job reads
 
-    @property
-    def name(self) -> str:
-        return Path(self.output).name
-
     def row(self) -> dict:
+        """The job's first columns in ``sweep.csv``, before it has run."""
         single = len(self.agents) == 1
         return {"job": self.kind, "agent": self.labels[0] if single else f"{len(self.labels)} agents",
                 "game": envs.game_name(self.game), "seed": "" if self.seed is None else self.seed,
