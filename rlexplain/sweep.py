@@ -476,7 +476,9 @@ def sweep(spec: SweepSpec, *, backend: str = "auto", address: str | None = None,
     if not address:
         resolve_device(spec.device)  # the jobs run on this machine: its device must exist here
     runner = _RayRunner(spec, address, ray_cpus) if use_ray else _SerialRunner(spec)
-    with runs.signals_interrupt(), runner:  # Ray starts, and its workers import rlexplain, while the agents load
+    # Ray starts, and its workers import rlexplain, while the agents load; ray.init sets its own SIGTERM handler
+    # (sys.exit), so ours is installed after it: SIGTERM/SIGHUP mark unfinished jobs interrupted and stop the tasks
+    with runner, runs.signals_interrupt():
         jobs = plan(spec)
         out = _prepare_out(Path(spec.out))
         rows = {j.key: j.row() for j in jobs}

@@ -113,6 +113,34 @@ def test_resume_after_a_killed_sweep_redoes_only_unfinished_jobs(tmp_path):
         assert len(table(out / row["output"] / "steps.csv")) == 120
 
 
+def test_sigterm_stops_a_ray_sweep_cleanly_and_it_resumes(tmp_path):
+    require("ray", "the sweep's Ray backend")
+    out = tmp_path / "sweep"
+    command = [sys.executable, "-m", "rlexplain.cli", "sweep", "--agents", str(BREAKOUT), "--seeds", "0", "1",
+               "--jobs", "record", "--max-steps", "150", "--ray", "--ray-cpus", "2", "--quiet", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if (out / "sweep.csv").is_file() and any(r["status"] == "complete" for r in table(out / "sweep.csv")):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "rlexplain: interrupted" in err
+    before = {r["output"]: r["status"] for r in table(out / "sweep.csv")}
+    assert "complete" in before.values() and set(before.values()) <= {"complete", "interrupted"}
+    resumed = sweep(SweepSpec.from_mapping({"agents": [str(BREAKOUT)], "seeds": [0, 1], "out": str(out),
+                                            "jobs": {"record": {"max_steps": 150}}}), backend="serial",
+                    progress=False)
+    after = {r["output"]: r["status"] for r in resumed.rows}
+    # finished jobs are skipped (also one that finished in its worker as the signal came); the others are redone
+    assert all(after[o] == "skipped" for o, s in before.items() if s == "complete")
+    assert set(after.values()) <= {"skipped", "complete"} and "complete" in after.values()
+    for output in after:
+        assert len(table(out / output / "steps.csv")) == 150
+
+
 def test_a_failing_job_is_reported_and_the_others_go_on(tmp_path, capsys):
     code = cli.main(["sweep", "--agents", TWO[0], "--seeds", "0", "--jobs", "record,evaluate", "--max-steps", "20",
                      "--serial", "--quiet", "--out", str(tmp_path / "s")])
