@@ -146,3 +146,23 @@ def test_explaining_on_an_explicit_device_gives_the_same_maps(method):
     there = Explainer(agent, method, device="cpu", **params)
     assert there.method.device == torch.device("cpu")
     np.testing.assert_array_equal(there.explain(obs).relevance, here.relevance)
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "occlusion",
+                                    "random"])
+def test_methods_keep_every_tensor_on_their_device(method):
+    """On torch's meta device (shapes, no data) a tensor made on the CPU inside a method would meet the method's
+    tensors and fail, as it would on CUDA; CI has no GPU. (LRP's rules branch on data, which meta tensors lack;
+    they ran on CUDA in scripts/bench_lrp.py.)"""
+    import torch
+
+    from rlexplain.explainer import make_method, target_weights
+
+    agent = load_agent("breakout-dqn")
+    params = {"samples": 2} if method == "smoothgrad" else {"steps": 2} if method == "integrated_gradients" else {}
+    explainer = make_method(agent.network, method, device=torch.device("meta"), **params)
+    trace = explainer.forward(torch.rand(2, 4, 84, 84))
+    for mode in ("action", "all", "contrastive"):
+        maps = explainer.relevance(trace, target_weights(mode, np.array([0, 1]), agent.n_actions))
+        assert maps.device.type == "meta"
+        assert maps.shape == ((2, 4, 4, 84, 84) if mode == "all" else (2, 4, 84, 84))
