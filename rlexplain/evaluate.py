@@ -169,7 +169,7 @@ def perturbation_outputs(network: nn.Module, x: Tensor, fill: Tensor, order: np.
         masks = (rank[idx[:, 0]] < k[idx[:, 1]].view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
         batch = torch.where(masks, fill[idx[:, 0]], x[idx[:, 0]])
         outputs.append(network(batch.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(outputs).view(n, steps + 1, -1).cpu()
+    return torch.cat(outputs).view(n, steps + 1, -1)
 
 
 def randomised(network: nn.Module, layers: str, seed: int) -> nn.Module:
@@ -284,7 +284,7 @@ def _run(agent: Agent, state_data: dict, options: EvaluateOptions, result: Evalu
             flips = None
             for order in ("morf", "lerf"):
                 ranking = region_order(summed, options.region, rng, most_relevant_first=order == "morf")
-                outputs = perturbation_outputs(network, x, fill, ranking, options.region, options.steps)
+                outputs = perturbation_outputs(network, x, fill, ranking, options.region, options.steps).cpu()
                 y[order] = outputs[torch.arange(n), :, torch.as_tensor(actions)].double().numpy()  # (N, K+1)
                 if order == "morf":
                     flips = (outputs[:, 1:].argmax(-1).numpy() != actions[:, None]).mean()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from rlexplain import cli, evaluate as ev
+from rlexplain.agents import load_agent
 from rlexplain.explainer import make_method
 
 from conftest import require
@@ -206,3 +207,22 @@ def test_an_interrupted_evaluation_keeps_the_rows_finished_so_far(tmp_path, monk
     rows = read_csv(tmp_path / "run" / "evaluate.csv")
     assert [r["method"] for r in rows] == ["gradient"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("replace", ["blur", "mean", "noise"])
+def test_perturbation_keeps_every_tensor_on_the_network_device(replace):
+    """As for the methods (tests/test_explain.py): on the meta device a stray CPU tensor would fail, as on CUDA."""
+    import copy
+
+    import torch
+
+    from rlexplain.evaluate import perturbation_outputs, randomised, region_order, replacement
+
+    agent = load_agent("breakout-dqn")
+    network = copy.deepcopy(agent.network).to("meta")
+    x = torch.rand(3, 4, 84, 84).to("meta")
+    fill = replacement(x, replace, 3.0, torch.Generator().manual_seed(0))
+    order = region_order(np.random.default_rng(0).random((3, 84, 84)), 4, np.random.default_rng(0), True)
+    outputs = perturbation_outputs(network, x, fill, order, 4, 5)
+    assert outputs.device.type == "meta" and outputs.shape == (3, 6, agent.n_actions)
+    assert next(randomised(agent.network, "all", 0).to("meta").parameters()).device.type == "meta"
