@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from rlexplain.catalog import DEFAULT_METHOD
 from rlexplain.catalog import METHOD_NAMES as METHODS
-from rlexplain.errors import RLExplainError
+from rlexplain.errors import RLExplainError, one_line
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -339,10 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RLExplainError, OSError) as exc:
         # our errors are one line saying what was wrong and what would be right; anything else is a
         # bug and keeps its traceback
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
-            message = f"{message}: {exc.filename}"
-        print(f"rlexplain: error: {message}", file=sys.stderr)
+        print(f"rlexplain: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 

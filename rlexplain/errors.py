@@ -53,6 +53,13 @@ class CompareError(RLExplainError, ValueError):
     """Bad comparison input: checkpoints, states files, games."""
 
 
+def one_line(exc: BaseException) -> str:
+    """What the user is told of an error: its first line, with the file of an OSError when the text lacks it."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    filename = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    return f"{message}: {filename}" if filename and str(filename) not in message else message
+
+
 class RunInterrupted(KeyboardInterrupt):
     """A run stopped by a signal (SIGTERM from ``timeout``, ``docker stop`` or a batch scheduler; SIGHUP when
     the terminal closes), handled like Ctrl-C: what was written is kept and the run says ``interrupted``."""

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from rlexplain import catalog
-from rlexplain.devices import resolve_device
 from rlexplain.agents import Agent
+from rlexplain.devices import resolve_device
 from rlexplain.errors import AgentError, MethodError, TargetError
 from rlexplain.lrp.composites import COMPOSITES, Composite, UserMapping
 from rlexplain.lrp.engine import LRP

@@ -60,11 +60,15 @@ def maps_dir(run_dir: Path, episode: int) -> Path:
     return Path(run_dir) / MAPS / f"episode_{episode}"
 
 
+def safe_name(text: str) -> str:
+    """``text`` as part of a folder name: letters, digits and ``-_@.+`` kept, anything else ``_``."""
+    return "".join(c if c.isalnum() or c in "-_@.+" else "_" for c in str(text))
+
+
 def default_run_dir(env_id: str, *parts: str, root: str | Path = "runs") -> Path:
     """``runs/<Game>-<part>-<part>...-<YYYYmmdd-HHMMSS>``, e.g. the agent, the method and the target."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = ["".join(c if c.isalnum() or c in "-_@." else "_" for c in str(part)) for part in parts if part]
-    return Path(root) / "-".join([envs.game_name(env_id), *safe, stamp])
+    return Path(root) / "-".join([envs.game_name(env_id), *(safe_name(p) for p in parts if p), stamp])
 
 
 def is_run_dir(folder: Path) -> bool:

@@ -51,7 +51,7 @@ from typing import Any
 from rlexplain import envs, runs
 from rlexplain.catalog import BASELINES, DEFAULT_METHOD, METHOD_NAMES
 from rlexplain.devices import check_name, resolve_device
-from rlexplain.errors import RLExplainError, SweepError
+from rlexplain.errors import RLExplainError, SweepError, one_line
 from rlexplain.files import ensure_writable_dir, write_atomically, write_json_atomically
 
 JOB_KINDS = ("record", "evaluate", "compare", "strategies")
@@ -262,6 +262,11 @@ def plan(spec: SweepSpec) -> list[Job]:
                              f"({', '.join(envs.game_name(g) for g in games)}): add {envs.game_name(own)} or "
                              f"remove the agent")
         targets = [own] if own is not None else games
+        sha = agent.sha256  # (reads the whole file: once per agent)
+        steps = agent.timesteps
+        if steps is None and agent.path is not None:
+            with contextlib.suppress(RLExplainError):
+                steps = checkpoint_steps(agent.path)
         if not targets:
             raise SweepError(f"agent {agent_spec} does not say which game it plays: list its game under games")
         for game in targets:
@@ -270,13 +275,9 @@ def plan(spec: SweepSpec) -> list[Job]:
                     agent.make_env(game, max_episode_steps=None).close()  # its observations and actions fit
                 except RLExplainError as exc:
                     raise SweepError(f"agent {agent_spec} does not fit {envs.game_name(game)}: {exc}") from exc
-            steps = agent.timesteps
-            if steps is None and agent.path is not None:
-                with contextlib.suppress(RLExplainError):
-                    steps = checkpoint_steps(agent.path)
             series = agents.setdefault(game, [])
-            if all(sha != agent.sha256 for *_, sha in series):  # the same file named twice is one agent
-                series.append((str(Path(agent.path).resolve()), agent.name, steps, agent.sha256))
+            if all(known != sha for *_, known in series):  # the same file named twice is one agent
+                series.append((str(Path(agent.path).resolve()), agent.name, steps, sha))
     for game in games:
         if game not in agents:
             raise SweepError(f"no agent of the sweep plays {envs.game_name(game)}: add one or remove the game")
@@ -311,20 +312,19 @@ def _job(spec: SweepSpec, kind: str, game: str, seed: int | None, method: str,
     name = "-".join(str(p) for p in (envs.game_name(game), label if kind in ("record", "evaluate") else None,
                                      f"s{seed}" if seed is not None else None, method.replace(",", "+")[:60],
                                      key[:10]) if p)
-    safe = "".join(c if c.isalnum() or c in "-_@.+" else "_" for c in name)
+    safe = runs.safe_name(name)
     return Job(kind, game, seed, method, [a[0] for a in agents], [a[1] for a in agents], [a[2] for a in agents],
                options, key, f"{kind}/{safe}", str(Path(spec.out).resolve() / kind / safe), list(needs))
 
 
 # -- running one job ---------------------------------------------------------------------------------
-def finished(job: Job | dict) -> dict | None:
+def finished(job: Job) -> dict | None:
     """The ``sweep_job.json`` of a job that finished with this very hash, else None."""
-    job = job if isinstance(job, dict) else dataclasses.asdict(job)
     try:
-        data = json.loads((Path(job["output"]) / JOB_FILE).read_text())
+        data = json.loads((Path(job.output) / JOB_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and data.get("key") == job["key"] and data.get("status") == "complete" \
+    return data if isinstance(data, dict) and data.get("key") == job.key and data.get("status") == "complete" \
         else None
 
 
@@ -346,9 +346,9 @@ def run_job(job: dict, device: str = "cpu", tf32: bool = False, threads: int = 1
     try:
         headline = _RUNNERS[job["kind"]](job, out, force, device, tf32, list(inputs))
     except (RLExplainError, OSError) as exc:
-        return {"status": "failed", "error": _one_line(exc), "seconds": time.perf_counter() - started}
+        return {"status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - started}
     except Exception as exc:  # noqa: BLE001 -- a bug in one job must not stop the others; reported with its type
-        return {"status": "failed", "error": f"{type(exc).__name__}: {_one_line(exc)}",
+        return {"status": "failed", "error": f"{type(exc).__name__}: {one_line(exc)}",
                 "seconds": time.perf_counter() - started}
     finally:
         torch.set_num_threads(previous)
@@ -356,12 +356,6 @@ def run_job(job: dict, device: str = "cpu", tf32: bool = False, threads: int = 1
     write_json_atomically(out / JOB_FILE, {"key": job["key"], "job": job, **result,
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return result
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    filename = getattr(exc, "filename", None)
-    return f"{text}: {filename}" if filename and str(filename) not in text else text
 
 
 def _run_record(job: dict, out: Path, force: bool, device: str, tf32: bool, inputs: list[str]) -> dict:
@@ -609,7 +603,7 @@ class _RayRunner:
                          configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.address or "a local cluster"
-                raise SweepError(f"cannot start Ray on {where} ({_one_line(exc)}); check --address, or run "
+                raise SweepError(f"cannot start Ray on {where} ({one_line(exc)}); check --address, or run "
                                  f"with --serial") from exc
             self._started = True
         resources = ray.cluster_resources()
@@ -650,7 +644,7 @@ class _RayRunner:
             try:
                 outcome = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 -- a task that died (worker crash, out of memory)
-                outcome = {"status": "failed", "error": f"Ray task died: {_one_line(exc)}"}
+                outcome = {"status": "failed", "error": f"Ray task died: {one_line(exc)}"}
             yield job, outcome
 
 

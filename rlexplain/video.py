@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 #: x264's superfast preset with its B-frames, look-ahead and macroblock tree back: on recorded Atari
 #: panels 30% less encoder time than veryfast for 7% larger files (scripts/bench_record.py).
 X264_PARAMS = "bframes=3:rc-lookahead=10:mbtree=1"

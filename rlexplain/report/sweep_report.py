@@ -115,7 +115,7 @@ def _attention(out: Path, game: str, rows: list[dict]) -> str | None:
         if keys and keys[0].startswith("density_"):
             ax.set_yscale("log")
             ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-        _axis(ax, _series(mine, keys[0])[0] if keys else [])
+        _axis(ax, [_x(r) for r in mine])
         ax.set(ylabel="mean density (log)" if keys and keys[0].startswith("density_") else "mean share",
                title=f"{game}: where the agent looks ({method})")
         ax.legend(fontsize=8, frameon=False)
@@ -155,7 +155,7 @@ def _faithfulness(out: Path, game: str, rows: list[dict]) -> str | None:
                     color=colour[method], ls=":" if failed else "-",
                     label=method + (" (fails randomisation)" if failed else ""))
     ax.axhline(0, color="0.6", lw=0.8)
-    _axis(ax, _series(evaluations, keys[0])[0])
+    _axis(ax, [_x(r) for r in evaluations])
     ax.set(ylabel="abc (MoRF - LeRF), higher = more faithful", title=f"{game}: faithfulness")
     ax.legend(fontsize=7, frameon=False)
     return _save(fig, out, f"faithfulness_{game}.png")
